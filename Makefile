@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:
+#   make pipeline   set up .venv, then download -> split -> train -> evaluate -> classify
+#   make test       set up .venv (with the dev tools), then lint and run the tests
+#
+# Pass options to every pipeline step with ARGS, e.g. an offline try with random weights:
+#   make pipeline SMS_SPAM_SOURCE=../shared/data/sms_spam_collection.zip ARGS="--weights random"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: pipeline test lint benchmark notebooks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+pipeline: $(VENV)/.installed
+	$(VENV)/bin/gpt-spam pipeline $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+benchmark: $(VENV)/.installed
+	$(PY) scripts/benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

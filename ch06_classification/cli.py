@@ -1,0 +1,50 @@
+"""The ``gpt-spam`` command: one subcommand per step of the chapter.
+
+Each step lives in its own module under ``ch06_classification/commands`` and registers a
+subparser; the numbered ``scripts/`` are thin entry points into the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gpt.errors import UserFacingError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Imported here so that `gpt-spam --help` and each step import only what they need.
+    from ch06_classification.commands import STEPS
+
+    parser = argparse.ArgumentParser(
+        prog="gpt-spam",
+        description="Fine-tune GPT-2 as an SMS spam classifier, step by step.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for step in STEPS:
+        step.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one step; problems the user can fix are one line on stderr, not a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UserFacingError as error:
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_step(command: str) -> None:
+    """Entry point for a numbered script: ``scripts/02_split.py ARGS`` is ``gpt-spam split ARGS``."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""The steps of the ``gpt-spam`` command, in the order a learner runs them.
+
+Each module has ``register(subparsers)``, which adds its subcommand and sets ``run``.
+"""
+
+from ch06_classification.commands import download, split
+
+STEPS = [download, split]
