@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_step(command: str) -> None:
-    """Entry point for a numbered script: ``scripts/02_split.py ARGS`` is ``gpt-spam split ARGS``."""
+    """Entry point of a numbered script: ``scripts/02_split.py ARGS`` = ``gpt-spam split ARGS``."""
     sys.exit(main([command, *sys.argv[1:]]))
 
 

@@ -27,7 +27,9 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.emb_dim % self.n_heads:
-            raise ValueError(f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})")
+            raise ValueError(
+                f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
+            )
         if self.attention not in ("manual", "sdpa"):
             raise ValueError(f"attention must be 'manual' or 'sdpa', not {self.attention!r}")
 
@@ -60,7 +62,5 @@ HF_REPOS: dict[str, str] = {
 def get_config(preset: str = "gpt2-small", **overrides: Any) -> GPTConfig:
     """The configuration of a released GPT-2 size, optionally with some fields changed."""
     if preset not in PRESETS:
-        raise UserFacingError(
-            f"unknown model {preset!r}: choose one of {', '.join(PRESETS)}"
-        )
+        raise UserFacingError(f"unknown model {preset!r}: choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[preset], **overrides)

@@ -1,0 +1,208 @@
+"""GPT-2, written out by hand: the model of chapters 3 and 4 of the book.
+
+Every piece is spelled out in plain PyTorch so it can be read top to bottom:
+
+    token ids -> token + position embeddings -> dropout
+              -> n_layers x TransformerBlock (pre-LayerNorm attention and feed-forward,
+                                              each wrapped in a residual connection)
+              -> final LayerNorm -> output head (tied to the token embedding) -> logits
+
+Parameter names follow the book (``tok_emb``, ``trf_blocks``, ``att.W_query`` ...);
+``gpt/weights.py`` maps OpenAI's names onto them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpt.config import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """Normalize each vector to zero mean and unit variance, then scale and shift."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps  # GPT-2's epsilon
+        self.scale = nn.Parameter(torch.ones(emb_dim))
+        self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 (and nn.LayerNorm)
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+
+class GELU(nn.Module):
+    """GELU with the tanh approximation GPT-2 was trained with (not the exact erf form)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: expand to 4x the width, GELU, project back."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
+            GELU(),
+            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal multi-head self-attention: each position attends to itself and earlier ones."""
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        dropout: float,
+        num_heads: int,
+        qkv_bias: bool = False,
+        attention: str = "sdpa",
+    ) -> None:
+        super().__init__()
+        if d_out % num_heads:
+            raise ValueError("d_out must be divisible by num_heads")
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.attention = attention
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        # True above the diagonal = "may not look there" (a later position). A buffer, so it
+        # follows the model to its device, but not persistent: it is not a learned weight.
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, tokens, d_out] -> [batch, heads, tokens, head_dim]."""
+        b, num_tokens, _ = x.shape
+        return x.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, heads, tokens, head_dim] -> [batch, tokens, d_out]."""
+        b, _, num_tokens, _ = x.shape
+        return x.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        queries = self.split_heads(self.W_query(x))
+        keys = self.split_heads(self.W_key(x))
+        values = self.split_heads(self.W_value(x))
+        num_tokens = x.shape[1]
+
+        if self.attention == "sdpa":
+            # PyTorch's fused kernel computes exactly the masked softmax below, faster and
+            # without materialising the [tokens x tokens] score matrix.
+            context = F.scaled_dot_product_attention(
+                queries,
+                keys,
+                values,
+                dropout_p=self.dropout.p if self.training else 0.0,
+                is_causal=True,
+            )
+        else:
+            # The lesson: scores, causal mask, scaled softmax, weighted sum of values.
+            attn_scores = queries @ keys.transpose(2, 3)
+            causal_mask = self.mask[:num_tokens, :num_tokens]
+            attn_scores = attn_scores.masked_fill(causal_mask, float("-inf"))
+            attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context = attn_weights @ values
+
+        return self.out_proj(self.merge_heads(context))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attention(norm(x)), then x + feed_forward(norm(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+            attention=cfg.attention,
+        )
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x)))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+class GPTModel(nn.Module):
+    """GPT-2: token ids [batch, tokens] -> next-token logits [batch, tokens, vocab_size]."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        # A ModuleList rather than the book's nn.Sequential: same parameters and names, but
+        # callers (the fast fine-tuning path) can run a slice of the blocks.
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        # GPT-2 reuses the token embedding matrix as the output projection ("weight tying"),
+        # which is why 124M, not 163M, parameters.
+        self.out_head.weight = self.tok_emb.weight
+        self.apply(_init_weights)
+
+    def embed(self, in_idx: torch.Tensor) -> torch.Tensor:
+        """Token + position embeddings (with dropout): [batch, tokens] -> [batch, tokens, emb]."""
+        num_tokens = in_idx.shape[1]
+        if num_tokens > self.cfg.context_length:
+            raise ValueError(
+                f"{num_tokens} tokens exceed the model's context length of "
+                f"{self.cfg.context_length}"
+            )
+        positions = torch.arange(num_tokens, device=in_idx.device)
+        return self.drop_emb(self.tok_emb(in_idx) + self.pos_emb(positions))
+
+    def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
+        x = self.embed(in_idx)
+        for block in self.trf_blocks:
+            x = block(x)
+        return self.out_head(self.final_norm(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation (normal, std 0.02), used when no pretrained weights are loaded.
+
+    It matters for `--weights random`: PyTorch's default uniform initialisation of the
+    50,257 x 768 embedding would make a far worse starting point than GPT-2's.
+    """
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of distinct parameters (a tied weight counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

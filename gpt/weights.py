@@ -1,0 +1,278 @@
+"""OpenAI's released GPT-2 weights: find or download them, and map them onto ``GPTModel``.
+
+OpenAI published GPT-2 as TensorFlow checkpoints; the ``openai-community/gpt2*`` repositories
+of the Hugging Face Hub hold the same numbers as ``model.safetensors`` files, which are a
+plain, safe format (no pickled code) that can be read tensor by tensor. The names inside
+follow OpenAI's code (``h.0.attn.c_attn.weight`` ...), so loading is a renaming exercise
+with three twists, each explained where it happens below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from gpt.config import HF_REPOS, GPTConfig, get_config
+from gpt.errors import UserFacingError
+from gpt.model import GPTModel
+
+WEIGHTS_DIR_ENV = "GPT2_WEIGHTS_DIR"
+WEIGHTS_FILENAME = "model.safetensors"
+
+# Buffers some checkpoints carry that are not weights: the causal mask ("bias", a
+# [1, 1, 1024, 1024] lower-triangular matrix) and a masking constant. GPTModel builds its
+# own mask, so these are skipped.
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+class WeightsError(UserFacingError):
+    """Weights that cannot be found, downloaded, or mapped onto the model."""
+
+
+# --- Finding and downloading ---------------------------------------------------------------
+
+
+def find_local_weights(preset: str, weights_dir: str | Path) -> Path:
+    """The weights file for ``preset`` in a local folder (or ``weights_dir`` itself if a file).
+
+    A folder may hold ``model.safetensors`` (the Hub's name), ``<preset>.safetensors``, or
+    ``<preset>/model.safetensors``, so one folder can keep several sizes side by side.
+    """
+    path = Path(weights_dir).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise WeightsError(f"weights folder {path} does not exist")
+    candidates = [
+        path / f"{preset}.safetensors",
+        path / preset / WEIGHTS_FILENAME,
+        path / WEIGHTS_FILENAME,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise WeightsError(
+        f"no weights for {preset} in {path}: expected one of "
+        + ", ".join(str(c.relative_to(path)) for c in candidates)
+    )
+
+
+def download_weights(
+    preset: str = "gpt2-small",
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """Download (or reuse from the cache) the ``model.safetensors`` of a released GPT-2.
+
+    ``huggingface_hub`` does the work: a progress bar, a cache shared with every other
+    program that uses it (``~/.cache/huggingface/hub`` unless ``HF_HOME`` says otherwise),
+    resuming an interrupted download, and a size check before an ``.incomplete`` file is
+    renamed into place, so a half-downloaded file is never taken for a complete one.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    get_config(preset)  # a clear error for an unknown preset
+    repo_id = HF_REPOS[preset]
+    try:
+        path = hf_hub_download(
+            repo_id=repo_id, filename=WEIGHTS_FILENAME, cache_dir=cache_dir, endpoint=endpoint
+        )
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
+        where = endpoint or "huggingface.co"
+        raise WeightsError(
+            f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} "
+            f"({type(error).__name__}); to use weights you already have, put "
+            f"{WEIGHTS_FILENAME} in a folder and pass --weights-dir FOLDER "
+            f"(or set {WEIGHTS_DIR_ENV}=FOLDER)"
+        ) from error
+    return Path(path)
+
+
+def find_weights(
+    preset: str = "gpt2-small",
+    weights_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """The weights file to load: a local folder if one is given (argument, then the
+    ``GPT2_WEIGHTS_DIR`` environment variable), else the Hugging Face Hub download."""
+    weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV) or None
+    if weights_dir is not None:
+        return find_local_weights(preset, weights_dir)
+    return download_weights(preset, cache_dir=cache_dir, endpoint=endpoint)
+
+
+def verify_cached_download(path: str | Path) -> bool | None:
+    """Check a file from the Hub cache against its SHA-256, which names its cache blob.
+
+    The Hub stores large (LFS) files under their SHA-256, so the cache names each blob by
+    it: hashing the file and comparing costs no network. Returns True when it matches,
+    None when the blob is not named by a SHA-256 (nothing to compare), and raises
+    ``WeightsError`` on a mismatch.
+    """
+    blob = Path(path).resolve()
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return None
+    digest = hashlib.sha256()
+    with blob.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 24), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != blob.name:
+        raise WeightsError(
+            f"{path} is corrupt (its SHA-256 does not match the published one); "
+            f"delete {blob} and download again"
+        )
+    return True
+
+
+# --- Mapping OpenAI's tensors onto GPTModel -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one GPTModel parameter comes from in OpenAI's checkpoint."""
+
+    key: str
+    transpose: bool = False  # a Conv1D weight, stored [in, out]
+    chunk: int | None = None  # which third of the fused query/key/value projection
+
+
+def openai_parameter_sources(cfg: GPTConfig) -> dict[str, Source]:
+    """For every parameter of ``GPTModel(cfg)``, the checkpoint tensor that fills it.
+
+    The three twists: OpenAI's code used "Conv1D" layers that store weights as [in, out],
+    the transpose of ``nn.Linear``; it computes query, key and value with one fused
+    ``c_attn`` projection that we split in three; and there is no output head in the file,
+    because GPT-2 ties it to the token embedding (``wte``).
+    """
+    sources = {
+        "tok_emb.weight": Source("wte.weight"),
+        "pos_emb.weight": Source("wpe.weight"),
+        "final_norm.scale": Source("ln_f.weight"),
+        "final_norm.shift": Source("ln_f.bias"),
+    }
+    for i in range(cfg.n_layers):
+        ours, theirs = f"trf_blocks.{i}", f"h.{i}"
+        for chunk, name in enumerate(("W_query", "W_key", "W_value")):
+            fused = f"{theirs}.attn.c_attn"
+            sources[f"{ours}.att.{name}.weight"] = Source(f"{fused}.weight", True, chunk)
+            if cfg.qkv_bias:
+                sources[f"{ours}.att.{name}.bias"] = Source(f"{fused}.bias", False, chunk)
+        linear_layers = {
+            "att.out_proj": "attn.c_proj",
+            "ff.layers.0": "mlp.c_fc",
+            "ff.layers.2": "mlp.c_proj",
+        }
+        for our_layer, their_layer in linear_layers.items():
+            sources[f"{ours}.{our_layer}.weight"] = Source(f"{theirs}.{their_layer}.weight", True)
+            sources[f"{ours}.{our_layer}.bias"] = Source(f"{theirs}.{their_layer}.bias")
+        for our_norm, their_norm in (("norm1", "ln_1"), ("norm2", "ln_2")):
+            sources[f"{ours}.{our_norm}.scale"] = Source(f"{theirs}.{their_norm}.weight")
+            sources[f"{ours}.{our_norm}.shift"] = Source(f"{theirs}.{their_norm}.bias")
+    return sources
+
+
+def _strip_prefix(key: str) -> str:
+    # Files saved from a GPT2LMHeadModel name tensors "transformer.h.0..."; the published
+    # ones (saved from GPT2Model) have no prefix. Accept both.
+    return key.removeprefix("transformer.")
+
+
+def load_weights_into_gpt(model: GPTModel, path: str | Path) -> None:
+    """Copy the tensors of an OpenAI-layout safetensors file into ``model``, in place.
+
+    Every model parameter is assigned exactly once. A tensor the model lacks, a parameter
+    the file lacks, or a shape that differs is a ``WeightsError`` naming the tensor and file.
+    """
+    path = Path(path)
+    sources = openai_parameter_sources(model.cfg)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    del params["out_head.weight"]  # the same tensor as tok_emb.weight (weight tying)
+    if set(sources) != set(params):  # a bug in the table above, never the user's file
+        raise AssertionError(f"mapping and model disagree: {set(sources) ^ set(params)}")
+
+    try:
+        with safe_open(path, framework="pt") as file:
+            keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
+            _check_keys(keys, sources, path)
+            cache: dict[str, torch.Tensor] = {}
+            with torch.no_grad():
+                for name, source in sources.items():
+                    if source.key not in cache:
+                        cache.clear()  # keep at most one (fused) tensor in memory
+                        cache[source.key] = file.get_tensor(keys[source.key])
+                    params[name].copy_(_take(cache[source.key], source, params[name], path))
+                if "lm_head.weight" in keys:
+                    _check_tied_head(file.get_tensor(keys["lm_head.weight"]), model, path)
+    except SafetensorError as error:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
+        ) from error
+    except FileNotFoundError as error:
+        raise WeightsError(f"weights file {path} does not exist") from error
+
+
+def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: Path) -> None:
+    needed = {source.key for source in sources.values()}
+    missing = sorted(needed - keys.keys())
+    if missing:
+        raise WeightsError(
+            f"{path} lacks tensor {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; is it a GPT-2 checkpoint of this size?"
+        )
+    unexpected = sorted(
+        k
+        for k in keys.keys() - needed
+        if not k.endswith(_IGNORED_SUFFIXES) and k != "lm_head.weight"
+    )
+    if unexpected:
+        raise WeightsError(
+            f"{path} has unexpected tensor {unexpected[0]!r}"
+            + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+            + "; is it a GPT-2 checkpoint of this size?"
+        )
+
+
+def _take(tensor: torch.Tensor, source: Source, param: torch.Tensor, path: Path) -> torch.Tensor:
+    """The part of a checkpoint tensor that fills ``param``, in ``nn.Linear``'s layout."""
+    expected = tuple(param.shape[::-1]) if source.transpose else tuple(param.shape)
+    if source.chunk is not None:
+        expected = (*expected[:-1], 3 * expected[-1])  # query, key and value side by side
+    if tuple(tensor.shape) != expected:
+        raise WeightsError(
+            f"{path}: tensor {source.key!r} has shape {tuple(tensor.shape)} but the model needs "
+            f"{expected}; is it a GPT-2 checkpoint of this size?"
+        )
+    if source.chunk is not None:
+        tensor = tensor.chunk(3, dim=-1)[source.chunk]
+    return tensor.T if source.transpose else tensor
+
+
+def _check_tied_head(lm_head: torch.Tensor, model: GPTModel, path: Path) -> None:
+    if lm_head.shape != model.tok_emb.weight.shape or not torch.equal(
+        lm_head.to(model.tok_emb.weight.dtype), model.tok_emb.weight
+    ):
+        raise WeightsError(
+            f"{path}: 'lm_head.weight' differs from 'wte.weight', but GPT-2 ties them"
+        )
+
+
+def load_pretrained_gpt(
+    preset: str = "gpt2-small",
+    weights_dir: str | Path | None = None,
+    **config_overrides: object,
+) -> GPTModel:
+    """A ``GPTModel`` of a released size with OpenAI's weights (local folder or download)."""
+    cfg = get_config(preset, **config_overrides)
+    path = find_weights(preset, weights_dir)
+    model = GPTModel(cfg)
+    load_weights_into_gpt(model, path)
+    return model.eval()
