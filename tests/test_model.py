@@ -1,0 +1,122 @@
+"""The hand-written GPT-2: its pieces, its size, its causality."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from gpt.config import PRESETS, GPTConfig, get_config
+from gpt.errors import UserFacingError
+from gpt.model import GELU, GPTModel, LayerNorm, MultiHeadAttention, count_parameters
+
+TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=48, n_heads=4, n_layers=3)
+
+
+def test_layer_norm_matches_pytorch():
+    torch.manual_seed(0)
+    ours, reference = LayerNorm(16), nn.LayerNorm(16, eps=1e-5)
+    with torch.no_grad():
+        ours.scale.normal_()
+        ours.shift.normal_()
+        reference.weight.copy_(ours.scale)
+        reference.bias.copy_(ours.shift)
+    x = 3 * torch.randn(4, 5, 16) + 1
+    torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=1e-5)
+
+
+def test_gelu_is_the_tanh_approximation():
+    x = torch.linspace(-6, 6, 1001)
+    torch.testing.assert_close(GELU()(x), nn.functional.gelu(x, approximate="tanh"))
+    # ... and measurably not the exact erf GELU, which GPT-2 did not use.
+    assert (GELU()(x) - nn.functional.gelu(x)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("num_tokens", [1, 7, 32])
+def test_manual_and_fused_attention_agree(num_tokens):
+    torch.manual_seed(0)
+    manual = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, attention="manual")
+    fused = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, attention="sdpa")
+    fused.load_state_dict(manual.state_dict())
+    x = torch.randn(3, num_tokens, 48)
+    torch.testing.assert_close(manual(x), fused(x), rtol=0, atol=1e-5)
+
+
+def test_models_with_either_attention_give_the_same_logits():
+    torch.manual_seed(0)
+    manual = GPTModel(dataclasses.replace(TINY, attention="manual")).eval()
+    fused = GPTModel(TINY).eval()
+    fused.load_state_dict(manual.state_dict())
+    ids = torch.randint(0, TINY.vocab_size, (2, 20))
+    torch.testing.assert_close(manual(ids), fused(ids), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_causality_later_tokens_never_change_earlier_outputs(attention):
+    torch.manual_seed(0)
+    model = GPTModel(dataclasses.replace(TINY, attention=attention)).eval()
+    ids = torch.randint(0, TINY.vocab_size, (2, 24))
+    with torch.no_grad():
+        before = model(ids)
+        for t in (0, 5, 22):
+            changed = ids.clone()
+            changed[:, t + 1 :] = torch.randint(0, TINY.vocab_size, changed[:, t + 1 :].shape)
+            after = model(changed)
+            torch.testing.assert_close(after[:, : t + 1], before[:, : t + 1], rtol=0, atol=1e-6)
+            # and the test can fail: the outputs after t did move
+            assert not torch.allclose(after[:, t + 1 :], before[:, t + 1 :])
+
+
+def test_output_head_is_tied_to_token_embedding():
+    model = GPTModel(TINY)
+    assert model.out_head.weight is model.tok_emb.weight
+    assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, TINY.vocab_size)
+
+
+def test_gpt2_small_has_124_439_808_parameters():
+    with torch.device("meta"):  # the shapes without the memory or the initialisation time
+        model = GPTModel(get_config("gpt2-small"))
+    assert count_parameters(model) == 124_439_808
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ("gpt2-medium", 354_823_168),
+        ("gpt2-large", 774_030_080),
+        ("gpt2-xl", 1_557_611_200),
+    ],
+)
+def test_larger_presets_have_the_published_sizes(preset, expected):
+    with torch.device("meta"):
+        model = GPTModel(get_config(preset))
+    assert count_parameters(model) == expected
+
+
+def test_presets_share_gpt2_vocabulary_and_context():
+    for cfg in PRESETS.values():
+        assert (cfg.vocab_size, cfg.context_length, cfg.qkv_bias) == (50257, 1024, True)
+        assert cfg.emb_dim % cfg.n_heads == 0
+
+
+def test_unknown_preset_and_bad_config_are_clear_errors():
+    with pytest.raises(UserFacingError, match="gpt2-small, gpt2-medium"):
+        get_config("gpt3")
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(emb_dim=50, n_heads=4)
+
+
+def test_too_long_input_is_refused():
+    model = GPTModel(TINY)
+    with pytest.raises(ValueError, match="context length of 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_count_parameters_trainable_only():
+    model = GPTModel(TINY)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    model.final_norm.scale.requires_grad_(True)
+    assert count_parameters(model, trainable_only=True) == TINY.emb_dim
