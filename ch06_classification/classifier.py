@@ -1,0 +1,152 @@
+"""From language model to classifier (section 6.5): swap the head, freeze, pick a token.
+
+GPT-2 ends in a 50,257-way head that scores the next token. For spam detection we replace it
+with a 2-way head, train only the top of the network, and read the head's output at a single
+position of each message. Which position is the important choice: under the causal mask,
+only the *last real* token has seen the whole message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gpt.config import get_config
+from gpt.model import GPTModel
+from gpt.weights import load_pretrained_gpt
+
+LABELS = ("not spam", "spam")  # class 0 and class 1, as in the book
+
+# Which token's output is classified:
+#   flexible  the last real (non-padding) token of each message: it has attended to every
+#             token of the message, and its output does not depend on how much padding
+#             follows. The default.
+#   last      the last position of the padded row, as the book does. With padding, that is
+#             a padding token, so the prediction changes with the amount of padding.
+#   first     the first token (the book's exercise): under the causal mask it has seen only
+#             itself, so it cannot know what the message says.
+TOKEN_POSITIONS = ("flexible", "last", "first")
+
+# What is fine-tuned (the book's bonus experiments); everything else stays frozen.
+TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
+
+
+def add_classification_head(model: GPTModel, num_classes: int = 2, seed: int = 123) -> GPTModel:
+    """Replace the vocabulary-sized output head with a fresh ``num_classes``-way one.
+
+    The new head is seeded (the book calls ``torch.manual_seed(123)`` first), but without
+    touching the global random state, so the caller's later random numbers do not depend
+    on whether a head was added.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.out_head = nn.Linear(model.cfg.emb_dim, num_classes)
+    return model
+
+
+def trainable_modules(model: GPTModel, trainable_layers: str) -> list[nn.Module]:
+    """The modules that are fine-tuned for a ``TRAINABLE_LAYERS`` choice."""
+    blocks = model.trf_blocks
+    choices: dict[str, list[nn.Module]] = {
+        "last_layer": [model.out_head],
+        "last_block": [blocks[-1], model.final_norm, model.out_head],
+        "last_two_blocks": [*blocks[-2:], model.final_norm, model.out_head],
+        "all": [model],
+    }
+    if trainable_layers not in choices:
+        raise ValueError(f"trainable_layers must be one of {TRAINABLE_LAYERS}")
+    return choices[trainable_layers]
+
+
+def freeze_for_classification(model: GPTModel, trainable_layers: str = "last_block") -> GPTModel:
+    """Freeze every parameter, then unfreeze the part to fine-tune.
+
+    Training only the top is enough: the lower blocks already compute general features of
+    text, and the top block, the final norm and the new head learn to use them for spam.
+    """
+    modules = trainable_modules(model, trainable_layers)
+    model.requires_grad_(False)
+    for module in modules:
+        module.requires_grad_(True)
+    return model
+
+
+def first_trainable_block(model: GPTModel) -> int:
+    """Index of the lowest transformer block with a trainable parameter (n_layers if none)."""
+    for index, block in enumerate(model.trf_blocks):
+        if any(p.requires_grad for p in block.parameters()):
+            return index
+    return len(model.trf_blocks)
+
+
+def classified_positions(
+    lengths: torch.Tensor, padded_length: int, token_position: str
+) -> torch.Tensor:
+    """The index of the token to classify in each row of a right-padded batch."""
+    if token_position == "flexible":
+        return lengths - 1
+    if token_position == "last":
+        return torch.full_like(lengths, padded_length - 1)
+    if token_position == "first":
+        return torch.zeros_like(lengths)
+    raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}, not {token_position!r}")
+
+
+class GPTClassifier(nn.Module):
+    """A GPT-2 with a class head that reads one token per message: ids -> [batch, classes].
+
+    ``forward(input_ids, lengths)`` runs the whole model on the padded batch, as the book
+    does, then keeps the logits of the classified token of each row. ``lengths`` (the
+    number of real tokens per row) is what makes the ``flexible`` choice possible.
+    """
+
+    def __init__(self, gpt: GPTModel, token_position: str = "flexible") -> None:
+        super().__init__()
+        if token_position not in TOKEN_POSITIONS:
+            raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}")
+        self.gpt = gpt
+        self.token_position = token_position
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:  # no padding: every row is all real tokens
+            lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], device=input_ids.device)
+        logits = self.gpt(input_ids)  # [batch, tokens, classes]
+        positions = classified_positions(lengths, input_ids.shape[1], self.token_position)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        return logits[rows, positions]
+
+
+def build_classifier(
+    model_preset: str = "gpt2-small",
+    weights: str = "pretrained",
+    trainable_layers: str = "last_block",
+    weights_dir: str | Path | None = None,
+    labels: Sequence[str] = LABELS,
+    seed: int = 123,
+    **config_overrides: object,
+) -> GPTModel:
+    """GPT-2 (pretrained, or randomly initialised from ``seed``) made into a classifier.
+
+    Prints nothing; ``describe_trainable`` reports what is trainable.
+    """
+    if weights == "pretrained":
+        model = load_pretrained_gpt(model_preset, weights_dir, **config_overrides)
+    elif weights == "random":
+        cfg = get_config(model_preset, **config_overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = GPTModel(cfg)
+    else:
+        raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
+    add_classification_head(model, num_classes=len(labels), seed=seed)
+    return freeze_for_classification(model, trainable_layers)
+
+
+def describe_trainable(model: nn.Module) -> str:
+    """E.g. 'Trainable parameters: 7,090,946 of 124,441,346 (5.70%)'."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"

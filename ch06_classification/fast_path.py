@@ -1,0 +1,199 @@
+"""Fine-tuning without recomputing what never changes: the same numbers, many times faster.
+
+The book's recipe pads every message to 120 tokens and runs all 12 blocks on every step of
+every epoch. Three observations make most of that work unnecessary, without changing a
+single result beyond float rounding:
+
+1. **No compute on padding.** Under the causal mask a real token never attends to the
+   padding after it, so padding changes nothing we read. Messages average ~30 tokens.
+2. **The frozen prefix is a constant.** With blocks ``0..k-1`` frozen and dropout 0, their
+   output for a message is a fixed function of its token ids. We compute it once per
+   message (``encode_prefix``) and train only blocks ``k..`` on top, across all epochs.
+3. **Only one position is read.** The classifier reads one token ``t`` per message. The
+   last block must still see keys and values at positions ``0..t``, but its query,
+   attention output, feed-forward, the final norm and the head are needed at ``t`` alone
+   (``last_position_block``).
+
+The training loop is unchanged: ``PrefixCachedClassifier`` maps (cached hidden states,
+lengths) to logits, as ``GPTClassifier`` maps (token ids, lengths) to logits, and its data
+loaders draw exactly the same shuffled batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from ch06_classification.classifier import first_trainable_block
+from ch06_classification.training import autocast
+from gpt.model import GPTModel, TransformerBlock
+
+
+def fast_path_unavailable_reason(model: GPTModel, token_position: str) -> str | None:
+    """Why the fast path cannot train ``model`` exactly, or None when it can."""
+    if model.cfg.drop_rate > 0:
+        return f"dropout is {model.cfg.drop_rate}, so the frozen blocks are not deterministic"
+    if token_position not in ("flexible", "last"):
+        return f"the {token_position!r} token is classified (the fast path reads the last one)"
+    if any(p.requires_grad for p in (model.tok_emb.weight, model.pos_emb.weight)):
+        return "the embeddings are trainable, so no prefix of the model is frozen"
+    return None
+
+
+@torch.inference_mode()
+def encode_prefix(
+    model: GPTModel,
+    sequences: Sequence[torch.Tensor],
+    num_blocks: int,
+    device: torch.device,
+    batch_size: int = 32,
+    precision: str = "fp32",
+) -> list[torch.Tensor]:
+    """Hidden states after the first ``num_blocks`` blocks, one [tokens, emb] per sequence.
+
+    Sequences are batched by length, so a batch is padded only to its own longest row (the
+    padding's outputs are sliced off: under the causal mask they never touch real tokens).
+    """
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    features: list[torch.Tensor | None] = [None] * len(sequences)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        longest = max(len(sequences[i]) for i in chunk)
+        ids = torch.zeros(len(chunk), longest, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, : len(sequences[i])] = sequences[i]
+        with autocast(device, precision):
+            x = model.embed(ids.to(device))
+            for block in model.trf_blocks[:num_blocks]:
+                x = block(x)
+        for row, i in enumerate(chunk):
+            features[i] = x[row, : len(sequences[i])].float().clone()
+    model.train(was_training)
+    return features  # type: ignore[return-value]
+
+
+def last_position_block(
+    block: TransformerBlock, x: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """``block(x)[row, positions[row]]`` for every row, computing only what that needs.
+
+    Keys and values come from every position up to the classified one; the query, the
+    attention output, the residuals and the feed-forward only from the classified position.
+    Assumes dropout 0 (the fast path's condition). x: [batch, tokens, emb] -> [batch, emb].
+    """
+    att = block.att
+    batch, num_tokens, _ = x.shape
+    rows = torch.arange(batch, device=x.device)
+
+    normed = block.norm1(x)
+    keys = att.split_heads(att.W_key(normed))  # [batch, heads, tokens, head_dim]
+    values = att.split_heads(att.W_value(normed))
+    query = att.split_heads(att.W_query(normed[rows, positions]).unsqueeze(1))  # one token
+    # The causal mask, seen from the classified position: keys 0..position are visible.
+    visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
+    context = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible[:, None, None])
+    hidden = x[rows, positions] + att.out_proj(att.merge_heads(context).squeeze(1))
+    return hidden + block.ff(block.norm2(hidden))
+
+
+class PrefixCachedClassifier(nn.Module):
+    """The trainable top of a classifier, fed with cached outputs of its frozen bottom.
+
+    ``forward(hidden, lengths)`` takes the hidden states after block ``first_block - 1``
+    ([batch, tokens, emb], right-padded) and classifies each row's token ``lengths - 1``.
+    It shares its modules with ``model``: training it trains the model.
+    """
+
+    def __init__(self, model: GPTModel, first_block: int) -> None:
+        super().__init__()
+        self.model = model
+        self.first_block = first_block
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        positions = lengths - 1
+        blocks = self.model.trf_blocks[self.first_block :]
+        for block in blocks[:-1]:  # every position: the next block needs their keys/values
+            hidden = block(hidden)
+        if len(blocks):
+            last = last_position_block(blocks[-1], hidden, positions)
+        else:  # only the head is trained: the cache holds the last block's output
+            last = hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
+        return self.model.out_head(self.model.final_norm(last))
+
+
+class PrefixFeatures(Dataset):
+    """Cached hidden states with their labels; item ``i`` is ([tokens, emb], label)."""
+
+    def __init__(self, features: Sequence[torch.Tensor], labels: Sequence[int]) -> None:
+        self.features = list(features)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[index], self.labels[index]
+
+
+def collate_features(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad a batch of cached hidden states: (hidden, labels, lengths)."""
+    features, labels = zip(*batch, strict=True)
+    lengths = torch.tensor([len(f) for f in features])
+    hidden = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True)
+    return hidden, torch.stack(labels), lengths
+
+
+def loader_like(token_loader: DataLoader, features: PrefixFeatures) -> DataLoader:
+    """A loader over ``features`` that draws exactly the batches ``token_loader`` draws.
+
+    Same batch size, same ``drop_last``, and, when shuffled, a fresh generator with the
+    same seed: the same random permutations of the same number of items, epoch by epoch.
+    """
+    if len(features) != len(token_loader.dataset):
+        raise ValueError("features and token loader must hold the same examples")
+    shuffled = isinstance(token_loader.sampler, RandomSampler)
+    generator = None
+    if shuffled:
+        if token_loader.generator is None:
+            raise ValueError("a shuffled loader needs a seeded generator to be reproduced")
+        generator = torch.Generator().manual_seed(token_loader.generator.initial_seed())
+    return DataLoader(
+        features,
+        batch_size=token_loader.batch_size,
+        shuffle=shuffled,
+        drop_last=token_loader.drop_last,
+        generator=generator,
+        collate_fn=collate_features,
+    )
+
+
+def prepare_fast_path(
+    model: GPTModel,
+    sequences_per_split: Sequence[Sequence[torch.Tensor]],
+    labels_per_split: Sequence[Sequence[int]],
+    token_loaders: Sequence[DataLoader],
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[PrefixCachedClassifier, list[DataLoader]]:
+    """Encode every split's frozen prefix once; return the trainable top and its loaders.
+
+    ``sequences_per_split[i]`` holds the token ids each example of split ``i`` is
+    classified from, in the order of ``token_loaders[i]``'s dataset (real tokens only for
+    the ``flexible`` token; the padded row for ``last``).
+    """
+    first_block = first_trainable_block(model)
+    loaders = []
+    for sequences, labels, token_loader in zip(
+        sequences_per_split, labels_per_split, token_loaders, strict=True
+    ):
+        features = encode_prefix(model, sequences, first_block, device, precision=precision)
+        loaders.append(loader_like(token_loader, PrefixFeatures(features, labels)))
+    return PrefixCachedClassifier(model, first_block), loaders
