@@ -70,10 +70,7 @@ def load_sms_spam(data_dir: Path) -> pd.DataFrame:
         raise DataError(
             f"{path} does not exist: run `gpt-spam download` (or scripts/01_download.py) first"
         )
-    with _blame(path):
-        df = _parse_tsv(path)
-        validate_sms_spam(df)
-    return df
+    return _read_valid(path)
 
 
 def download_sms_spam(
@@ -128,6 +125,14 @@ def _parse_tsv(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _read_valid(path: Path) -> pd.DataFrame:
+    """Read and validate ``path``; any error names the file."""
+    with _blame(path):
+        df = _parse_tsv(path)
+        validate_sms_spam(df)
+    return df
+
+
 def _find_problem(df: pd.DataFrame) -> str | None:
     """The first way ``df`` differs from the expected collection, or None."""
     if len(df) != EXPECTED_ROWS:
@@ -159,7 +164,7 @@ def _reuse_existing(target: Path) -> bool:
     if not target.is_file():
         return False
     try:
-        validate_sms_spam(read_sms_spam(target))
+        _read_valid(target)
     except DataError as error:
         print(f"Replacing an invalid copy: {error}")
         target.unlink()

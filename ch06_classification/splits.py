@@ -83,8 +83,10 @@ def create_realistic_test_set(
     unseen_test = test_df[~texts_seen_in(test_df, train_df)]
     unseen_ham = left_out_ham[~texts_seen_in(left_out_ham, train_df)]
     num_spam = int((unseen_test["Label"] == CLASS_IDS["spam"]).sum())
+    num_test_ham = len(unseen_test) - num_spam
+    # spam / (spam + ham) == spam_share  <=>  ham == spam * (1 - spam_share) / spam_share
     num_ham_wanted = round(num_spam * (1 - spam_share) / spam_share)
-    num_ham_to_add = min(max(num_ham_wanted - (len(unseen_test) - num_spam), 0), len(unseen_ham))
+    num_ham_to_add = min(max(num_ham_wanted - num_test_ham, 0), len(unseen_ham))
     added_ham = unseen_ham.sample(num_ham_to_add, random_state=seed).assign(Label=CLASS_IDS["ham"])
     return pd.concat([unseen_test, added_ham], ignore_index=True)
 
