@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ch06_classification import download
-from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.datafiles import SMS_SPAM_TSV, DataError, atomic_output
 from ch06_classification.download import download_sms_spam, read_sms_spam, validate_sms_spam
 from tests.sms_data import synthetic_collection, zip_archive
 
@@ -305,3 +305,31 @@ def test_invalid_existing_file_is_gone_even_when_no_source_works(tmp_path: Path)
         download_sms_spam(tmp_path, urls=[])
 
     assert files_in(tmp_path) == []
+
+
+def test_interrupted_download_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fetch_half_then_interrupt(url: str, destination: Path) -> None:
+        destination.write_bytes(VALID_ZIP[:1000])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "_fetch", fetch_half_then_interrupt)
+
+    with pytest.raises(KeyboardInterrupt):
+        download_sms_spam(tmp_path, urls=["http://127.0.0.1:9/never-reached.zip"])
+
+    assert files_in(tmp_path) == []
+
+
+def test_atomic_output_replaces_only_on_success(tmp_path: Path) -> None:
+    target = write_file(tmp_path / "file.txt", b"old")
+
+    with pytest.raises(RuntimeError), atomic_output(target) as partial:
+        partial.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert files_in(tmp_path) == ["file.txt"] and target.read_bytes() == b"old"
+
+    with atomic_output(target) as complete:
+        complete.write_bytes(b"new")
+    assert files_in(tmp_path) == ["file.txt"] and target.read_bytes() == b"new"
