@@ -1,0 +1,127 @@
+"""`gpt-spam download` and `gpt-spam split`, run the way a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ch06_classification.cli import main
+from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES, SPLIT_REPORT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpt_spam(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ch06_classification ARGS`` in a fresh process, offline-safe."""
+    env = {k: v for k, v in os.environ.items() if k != "SMS_SPAM_SOURCE"}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "ch06_classification", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_download_then_split(shared_data: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    zip_path = shared_data / "sms_spam_collection.zip"
+
+    downloaded = gpt_spam(
+        "download", "--data-dir", data_dir, "--sms-source", zip_path, cwd=tmp_path
+    )
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert "5,574 messages (4,827 ham, 747 spam)" in downloaded.stdout
+    assert (data_dir / SMS_SPAM_TSV).read_bytes() == (
+        shared_data / "SMSSpamCollection"
+    ).read_bytes()
+
+    split = gpt_spam("split", "--data-dir", data_dir, cwd=tmp_path)
+    assert split.returncode == 0, split.stderr
+    figures = [
+        "1,382 distinct texts",
+        "1,045 rows",
+        "149 rows",
+        "300 rows",
+        "880 rows",
+        "13 seen in training",
+        "36 seen in training (33 of them spam)",
+    ]
+    for figure in figures:
+        assert figure in split.stdout
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(
+        [SMS_SPAM_TSV, SPLIT_REPORT, *SPLIT_FILES.values()]
+    )
+    assert json.loads((data_dir / SPLIT_REPORT).read_text())["dedupe"] is False
+
+
+def test_bad_source_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such.zip"
+
+    result = gpt_spam(
+        "download", "--data-dir", tmp_path / "data", "--sms-source", missing, cwd=tmp_path
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"gpt-spam download: error: {missing}: no such file")
+    assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_split_before_download_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["split", "--data-dir", str(tmp_path)]) == 1
+    assert "run `gpt-spam download`" in capsys.readouterr().err
+
+
+def test_split_with_dedupe(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert (
+        main(
+            [
+                "download",
+                "--data-dir",
+                str(tmp_path),
+                "--sms-source",
+                str(shared_data / "SMSSpamCollection"),
+            ]
+        )
+        == 0
+    )
+    assert main(["split", "--data-dir", str(tmp_path), "--dedupe"]) == 0
+
+    out = capsys.readouterr().out
+    assert "653 ham, 653 spam" in out and "0 seen in training" in out
+    report = json.loads((tmp_path / SPLIT_REPORT).read_text())
+    assert report["dedupe"] is True
+    assert [report["splits"][name]["rows"] for name in ("train", "validation", "test")] == [
+        914,
+        130,
+        262,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "options"),
+    [("download", ["--data-dir", "--sms-source"]), ("split", ["--data-dir", "--seed", "--dedupe"])],
+)
+def test_numbered_scripts_are_the_cli_steps(step: str, options: list[str]) -> None:
+    script = next((ROOT / "scripts").glob(f"0?_{step}.py"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert f"usage: gpt-spam {step}" in result.stdout
+    for option in options:
+        assert option in result.stdout
