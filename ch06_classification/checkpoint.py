@@ -68,7 +68,9 @@ def save_classifier(model: GPTModel, info: ClassifierInfo, path: str | Path) -> 
     """Write ``model`` and ``info`` to ``path`` atomically (never a truncated file there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    tensors = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
     with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata={_METADATA_KEY: info.to_json()})
     return path
@@ -81,7 +83,9 @@ def read_classifier_info(path: str | Path) -> ClassifierInfo:
         with safe_open(path, framework="pt") as file:
             metadata = file.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?)") from error
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?)"
+        ) from error
     if _METADATA_KEY not in metadata:
         raise CheckpointError(f"{path} is not a gpt-spam classifier checkpoint")
     try:

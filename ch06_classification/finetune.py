@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,7 +119,8 @@ def classified_sequences(dataset: SpamDataset, token_position: str) -> list[torc
     if token_position == "last":
         return [torch.tensor(ids) for ids in dataset.encoded_texts]
     return [
-        torch.tensor(ids[:length]) for ids, length in zip(dataset.encoded_texts, dataset.lengths)
+        torch.tensor(ids[:length])
+        for ids, length in zip(dataset.encoded_texts, dataset.lengths.tolist(), strict=True)
     ]
 
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME
+import torch
+
+from ch06_classification.checkpoint import CHECKPOINT_NAME, save_classifier
 from ch06_classification.datafiles import atomic_output
 from gpt.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from ch06_classification.finetune import TrainingResult
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -51,3 +56,51 @@ def write_json(path: str | Path, values: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
+    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots."""
+    from ch06_classification.plots import plot_values
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+    history = result.history
+    write_json(run_dir / "history.json", history.to_dict())
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "accuracy": result.accuracies,
+            "training_path": result.path,
+            "training_path_description": result.path_description,
+            "prefix_cache_seconds": round(result.prefix_seconds, 3),
+            "training_seconds": round(result.train_seconds, 3),
+            "examples_seen": history.examples_seen,
+            "steps": history.steps,
+            "device": result.device,
+            "torch_version": torch.__version__,
+            "settings": result.info.extra.get("settings", {}),
+        },
+    )
+    # Evaluation points sit after a whole number of steps; epochs = steps / steps per epoch.
+    steps_per_epoch = history.steps / max(1, len(history.train_accs))
+    epochs_seen = [(step + 1) / steps_per_epoch for step in history.eval_steps]
+    plot_values(
+        epochs_seen,
+        history.eval_examples_seen,
+        history.train_losses,
+        history.val_losses,
+        label="loss",
+        out_dir=run_dir,
+    )
+    epochs = list(range(1, len(history.train_accs) + 1))
+    examples_per_epoch = history.examples_seen / max(1, len(epochs))
+    plot_values(
+        epochs,
+        [e * examples_per_epoch for e in epochs],
+        history.train_accs,
+        history.val_accs,
+        label="accuracy",
+        out_dir=run_dir,
+    )
+    return run_dir

@@ -194,7 +194,10 @@ def train_classifier_simple(
 
 
 def make_optimizer(
-    model: nn.Module, lr: float = 5e-5, weight_decay: float = 0.1, device: torch.device | None = None
+    model: nn.Module,
+    lr: float = 5e-5,
+    weight_decay: float = 0.1,
+    device: torch.device | None = None,
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters only, fused into one kernel where supported.
 

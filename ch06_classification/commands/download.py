@@ -1,22 +1,25 @@
-"""``gpt-spam download``: fetch and validate the SMS Spam Collection."""
+"""``gpt-spam download``: fetch and validate the SMS Spam Collection and GPT-2's weights."""
 
 from __future__ import annotations
 
 import argparse
 
-from ch06_classification.commands.options import add_data_dir_option
+from ch06_classification.commands.options import add_data_dir_option, add_model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "download",
-        help="download and validate the SMS Spam Collection",
+        help="download the SMS Spam Collection and GPT-2's pretrained weights",
         description=(
             "Put a validated copy of the SMS Spam Collection (5,574 messages) in the data "
-            "folder, from the UCI site, the book's mirror, or a file you already have."
+            "folder, from the UCI site, the book's mirror, or a file you already have; then "
+            "download OpenAI's GPT-2 weights into the Hugging Face cache (or check the local "
+            "copy given with --weights-dir)."
         ),
     )
     add_data_dir_option(parser)
+    add_model_options(parser)
     parser.add_argument(
         "--sms-source",
         metavar="PATH",
@@ -40,4 +43,31 @@ def run(args: argparse.Namespace) -> int:
     # download_sms_spam only ever returns a file it validated, so these are its counts.
     ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]
     print(f"{path}: {EXPECTED_ROWS:,} messages ({ham:,} ham, {spam:,} spam)")
+    fetch_weights(args.model, args.weights, args.weights_dir)
     return 0
+
+
+def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
+    """Download (or find locally) the weights, and prove they load into ``GPTModel``."""
+    if weights == "random":
+        print("Weights: random initialisation requested, nothing to download")
+        return
+    from gpt.config import get_config
+    from gpt.model import GPTModel
+    from gpt.weights import find_weights, load_weights_into_gpt, verify_cached_download
+
+    path = find_weights(preset, weights_dir)
+    if weights_dir is None and verify_cached_download(path):
+        print(f"Weights: {path} (SHA-256 verified)")
+    else:
+        print(f"Weights: {path}")
+    model = GPTModel(get_config(preset)).eval()
+    load_weights_into_gpt(model, path)
+    print(f"Weights: every tensor of {preset} loaded and checked")
+    # The chapter's sanity check: pretrained GPT-2 continues a sentence sensibly.
+    from gpt.generate import generate_text
+    from gpt.tokenizer import get_tokenizer
+
+    print(
+        "Sanity check:", repr(generate_text(model, "Every effort moves you", get_tokenizer(), 15))
+    )

@@ -15,3 +15,33 @@ def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder for the SMS Spam Collection and its splits (default: %(default)s)",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
+    from gpt.config import PRESETS
+    from gpt.weights import WEIGHTS_DIR_ENV
+
+    parser.add_argument(
+        "--model",
+        choices=list(PRESETS),
+        default="gpt2-small",
+        help="GPT-2 size (default: %(default)s, 124M parameters)",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help=(
+            "start from OpenAI's pretrained weights, or from a random initialisation of the "
+            "same shape, which needs no download (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--weights-dir",
+        metavar="PATH",
+        help=(
+            "a folder (or file) holding the model's model.safetensors, instead of downloading "
+            f"it from the Hugging Face Hub (default: ${WEIGHTS_DIR_ENV} if set)"
+        ),
+    )
