@@ -1,0 +1,326 @@
+"""Evaluation metrics for the spam classifier, independent of any model.
+
+Everything here takes plain arrays: the true labels (0 = "not spam", 1 = "spam") and the
+model's spam probabilities. Spam is the *positive* class, so a "true positive" is a spam
+message caught, and a "false positive" is a real message wrongly sent to the spam folder.
+
+Accuracy alone hides what matters for spam: about 13 % of the SMS Spam Collection is spam,
+so a model that never says "spam" is already 87 % accurate. Besides accuracy we report:
+
+* precision: of the messages flagged as spam, how many were spam;
+* recall: of the spam messages, how many were flagged;
+* false positive rate: of the real messages, how many were wrongly flagged;
+* ROC AUC and average precision, which judge the *ranking* of the probabilities over all
+  thresholds at once, so they do not depend on the 0.5 cut-off.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+CLASS_NAMES = ("not spam", "spam")
+
+
+# --- Input checks -----------------------------------------------------------------------
+
+
+def _as_labels(y: ArrayLike, what: str = "y_true") -> np.ndarray:
+    """``y`` as a 1-D integer array of 0s and 1s; anything else is a caller's bug."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {labels.shape}")
+    if labels.size == 0:
+        raise ValueError(f"{what} is empty: there is nothing to evaluate")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"{what} must contain only 0 (not spam) and 1 (spam)")
+    return labels.astype(np.int64)
+
+
+def _as_scores(scores: ArrayLike, n: int, what: str = "scores") -> np.ndarray:
+    """``scores`` as a 1-D float array of ``n`` finite numbers."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},) like the labels, got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what} must be finite numbers (found NaN or infinity)")
+    return values
+
+
+def _as_probabilities(probabilities: ArrayLike, n: int) -> np.ndarray:
+    values = _as_scores(probabilities, n, what="spam_probability")
+    if ((values < 0.0) | (values > 1.0)).any():
+        raise ValueError("spam_probability must lie in [0, 1]")
+    return values
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, or 0.0 when the denominator is 0 (see binary_metrics)."""
+    return float(numerator / denominator) if denominator else 0.0
+
+
+# --- Counting at one threshold ----------------------------------------------------------
+
+
+def predict_spam(spam_probability: ArrayLike, threshold: float = 0.5) -> np.ndarray:
+    """Hard labels: 1 (spam) where the probability is at least ``threshold``, else 0."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    return (np.asarray(spam_probability, dtype=np.float64) >= threshold).astype(np.int64)
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
+    """The 2x2 count matrix ``[[TN, FP], [FN, TP]]``: rows are the true class, columns the
+    predicted one, in the order (not spam, spam).
+    """
+    truth = _as_labels(y_true)
+    predicted = _as_labels(y_pred, what="y_pred")
+    if predicted.shape != truth.shape:
+        raise ValueError(f"y_pred has {predicted.size} labels but y_true has {truth.size}")
+    # Each (true, predicted) pair becomes one of four cells: 2 * true + predicted = 0..3.
+    counts = np.bincount(2 * truth + predicted, minlength=4)
+    return counts.reshape(2, 2)
+
+
+# --- Curves over all thresholds ---------------------------------------------------------
+
+
+def _counts_per_threshold(
+    y_true: ArrayLike, scores: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """True and false positives when flagging ``scores >= t``, for each distinct score ``t``.
+
+    Returns ``(tp, fp, thresholds, n_spam, n_ham)`` with the thresholds in decreasing
+    order, so the counts grow from left to right. Messages with equal scores always land
+    on the same side of a threshold, which is how ties are handled correctly.
+    """
+    labels = _as_labels(y_true)
+    values = _as_scores(scores, labels.size)
+    order = np.argsort(-values)
+    sorted_scores, sorted_labels = values[order], labels[order]
+    # Cumulative counts after each message; keep only the last message of each run of
+    # equal scores, because a threshold cannot separate messages with the same score.
+    tp_after_each = np.cumsum(sorted_labels)
+    fp_after_each = np.cumsum(1 - sorted_labels)
+    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    tp = tp_after_each[last_of_run]
+    fp = fp_after_each[last_of_run]
+    n_spam = int(labels.sum())
+    return tp, fp, sorted_scores[last_of_run], n_spam, labels.size - n_spam
+
+
+def _rate(counts: np.ndarray, total: int) -> np.ndarray:
+    """``counts / total`` as floats, all NaN when ``total`` is 0 (the rate is undefined)."""
+    if total == 0:
+        return np.full(counts.shape, np.nan)
+    return counts / total
+
+
+def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The receiver operating characteristic: ``(fpr, tpr, thresholds)``.
+
+    Point ``i`` is the false and true positive rate when flagging ``scores >= thresholds[i]``.
+    The thresholds are the distinct scores in decreasing order, preceded by ``+inf`` so the
+    curve starts at (0, 0), where nothing is flagged; it ends at (1, 1), where everything is.
+    A rate whose class is absent from ``y_true`` is undefined and returned as NaN.
+    """
+    tp, fp, thresholds, n_spam, n_ham = _counts_per_threshold(y_true, scores)
+    fpr = _rate(np.r_[0, fp], n_ham)
+    tpr = _rate(np.r_[0, tp], n_spam)
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
+    """Area under the ROC curve: the chance that a random spam message scores higher than a
+    random real message, counting ties as half (the Mann–Whitney U statistic).
+
+    1.0 is a perfect ranking, 0.5 is chance, 0.0 is perfectly reversed. This equals the
+    trapezoidal area under :func:`roc_curve`. With only one class present there are no
+    (spam, not spam) pairs to compare, so the AUC is undefined and NaN is returned.
+    """
+    labels = _as_labels(y_true)
+    values = _as_scores(scores, labels.size)
+    n_spam = int(labels.sum())
+    n_ham = labels.size - n_spam
+    if n_spam == 0 or n_ham == 0:
+        return math.nan
+    # Rank all scores from 1 (lowest) to n; tied scores share the average of their ranks.
+    _, run_of, run_length = np.unique(values, return_inverse=True, return_counts=True)
+    last_rank_of_run = np.cumsum(run_length)
+    average_rank_of_run = last_rank_of_run - (run_length - 1) / 2
+    ranks = average_rank_of_run[run_of]
+    # The spam ranks sum to n_spam * (n_spam + 1) / 2 from spam outranking spam, plus one
+    # for every real message a spam message beats (a half for every tie): that is U.
+    u_statistic = ranks[labels == 1].sum() - n_spam * (n_spam + 1) / 2
+    return float(u_statistic / (n_spam * n_ham))
+
+
+def precision_recall_curve(
+    y_true: ArrayLike, scores: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall when flagging ``scores >= t``: ``(precision, recall, thresholds)``.
+
+    The thresholds are the distinct scores in decreasing order, so recall rises from left to
+    right. Every threshold flags at least one message, so precision is always defined;
+    recall is NaN everywhere when ``y_true`` holds no spam.
+    """
+    tp, fp, thresholds, n_spam, _ = _counts_per_threshold(y_true, scores)
+    precision = tp / (tp + fp)
+    recall = _rate(tp, n_spam)
+    return precision, recall, thresholds
+
+
+def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
+    """Precision averaged over recall: ``sum_k (R_k - R_{k-1}) * P_k`` with ``R_0 = 0``.
+
+    A step-wise area under the precision–recall curve (no interpolation, which would be
+    optimistic). 1.0 means every spam message scores above every real one. Undefined (NaN)
+    when there is no spam in ``y_true``.
+    """
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    if np.isnan(recall).any():
+        return math.nan
+    recall_gained = np.diff(recall, prepend=0.0)
+    return float(np.sum(recall_gained * precision))
+
+
+# --- Everything for one evaluated set ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BinaryMetrics:
+    """The metrics of one evaluated set (see :func:`binary_metrics`)."""
+
+    n: int
+    n_spam: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    false_positive_rate: float
+    specificity: float
+    roc_auc: float
+    average_precision: float
+    confusion_matrix: list[list[int]]
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (the confusion matrix as nested lists)."""
+        return asdict(self)
+
+
+def binary_metrics(
+    y_true: ArrayLike, spam_probability: ArrayLike, threshold: float = 0.5
+) -> BinaryMetrics:
+    """Evaluate spam probabilities against the true labels.
+
+    A message counts as predicted spam when its probability is ``>= threshold``. The
+    threshold-free metrics (``roc_auc``, ``average_precision``) use the probabilities
+    themselves.
+
+    Zero divisions: a rate whose denominator is zero is reported as 0.0, not NaN. So
+    precision is 0.0 when nothing is predicted spam, recall is 0.0 when the set holds no
+    spam, F1 is 0.0 when there are no true positives, and the false positive rate and
+    specificity are 0.0 when the set holds no real messages. ``roc_auc`` and
+    ``average_precision`` are NaN when they are undefined (see their functions): a number
+    there would read as a real, measured ranking quality.
+    """
+    labels = _as_labels(y_true)
+    probabilities = _as_probabilities(spam_probability, labels.size)
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predict_spam(probabilities, threshold))
+    return BinaryMetrics(
+        n=int(labels.size),
+        n_spam=int(tp + fn),
+        accuracy=_ratio(tp + tn, labels.size),
+        precision=_ratio(tp, tp + fp),
+        recall=_ratio(tp, tp + fn),
+        # The harmonic mean of precision and recall, written with counts so that it needs
+        # no special case when one of them is 0.
+        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        false_positive_rate=_ratio(fp, fp + tn),
+        specificity=_ratio(tn, fp + tn),
+        roc_auc=roc_auc(labels, probabilities),
+        average_precision=average_precision(labels, probabilities),
+        confusion_matrix=[[int(tn), int(fp)], [int(fn), int(tp)]],
+        threshold=float(threshold),
+    )
+
+
+# --- A table to read in the terminal ----------------------------------------------------
+
+
+def _count(value: Any) -> str:
+    return str(int(value))
+
+
+def _percent(value: Any) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def _four_decimals(value: Any) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _confusion_cells(matrix: Any) -> str:
+    (tn, fp), (fn, tp) = matrix
+    return f"{int(tn)}/{int(fp)}/{int(fn)}/{int(tp)}"
+
+
+def _threshold(value: Any) -> str:
+    return f"{value:g}"
+
+
+# (key in the metrics, row label, how to format the value)
+TABLE_ROWS: Sequence[tuple[str, str, Callable[[Any], str]]] = (
+    ("n", "messages", _count),
+    ("n_spam", "spam messages", _count),
+    ("accuracy", "accuracy", _percent),
+    ("precision", "precision", _percent),
+    ("recall", "recall", _percent),
+    ("f1", "F1", _percent),
+    ("false_positive_rate", "false positive rate", _percent),
+    ("specificity", "specificity", _percent),
+    ("roc_auc", "ROC AUC", _four_decimals),
+    ("average_precision", "average precision", _four_decimals),
+    ("confusion_matrix", "TN/FP/FN/TP", _confusion_cells),
+    ("threshold", "threshold", _threshold),
+)
+MISSING = "-"
+
+
+def format_metrics_table(results: Mapping[str, Mapping[str, Any] | BinaryMetrics]) -> str:
+    """A fixed-width table with one column per evaluated set and one row per metric.
+
+    ``results`` maps a set's name ("train", "test", "test (unseen)", ...) to its metrics,
+    a :class:`BinaryMetrics` or its ``to_dict()`` (e.g. read back from JSON). Columns keep
+    the mapping's order, so sets to compare can sit side by side. Counts are integers, rates
+    percentages with two decimals, ROC AUC and average precision four decimals; an
+    undefined (NaN) value shows as "n/a" and a missing (or JSON null) one as "-".
+    """
+    if not results:
+        raise ValueError("results is empty: there is no evaluated set to show")
+    columns = {
+        name: metrics.to_dict() if isinstance(metrics, BinaryMetrics) else metrics
+        for name, metrics in results.items()
+    }
+    header = ["metric", *columns]
+    rows = [
+        [label, *(MISSING if m.get(key) is None else fmt(m[key]) for m in columns.values())]
+        for key, label, fmt in TABLE_ROWS
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        # Row labels read best left-aligned, numbers right-aligned under their column name.
+        first, *rest = cells
+        return "  ".join(
+            [first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))]
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])

@@ -1,0 +1,214 @@
+"""Figures of the chapter: training curves, ROC and precision–recall curves, and the
+confusion matrix.
+
+Each figure has a builder that returns a :class:`matplotlib.figure.Figure` (handy in a
+notebook, and what the tests inspect) and a ``plot_*`` function that saves it. Figures are
+made with ``Figure`` directly rather than ``pyplot``: no GUI backend, no global state and no
+figures left open, so this works the same on a headless server, in CI and in a notebook.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+from ch06_classification.metrics import (
+    CLASS_NAMES,
+    average_precision,
+    precision_recall_curve,
+    roc_auc,
+    roc_curve,
+)
+
+FORMATS = ("png", "pdf")
+
+
+# --- Saving -----------------------------------------------------------------------------
+
+
+def save_atomically(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` to ``path`` (format from its suffix) without ever leaving a half-written
+    file: render to a temporary file in the same folder, then rename it over ``path``. A
+    rename within one file system is atomic, so a reader sees the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A hidden, unique name: concurrent writers don't collide and `ls` stays clean.
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            fig.savefig(file, format=path.suffix.lstrip("."))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_png_and_pdf(fig: Figure, path: str | Path) -> list[Path]:
+    """Save ``fig`` as ``<stem>.png`` (for screens) and ``<stem>.pdf`` (for print), next to
+    each other; the suffix of ``path`` itself is ignored. Returns the two paths.
+    """
+    path = Path(path)
+    return [save_atomically(fig, path.with_suffix(f".{fmt}")) for fmt in FORMATS]
+
+
+# --- Training curves (section 6.7) ------------------------------------------------------
+
+
+def values_figure(
+    epochs_seen: ArrayLike,
+    examples_seen: ArrayLike,
+    train_values: ArrayLike,
+    val_values: ArrayLike,
+    label: str = "loss",
+) -> Figure:
+    """Training and validation ``label`` against epochs (bottom axis) and examples seen (top
+    axis), as in the book's ``plot_values``.
+    """
+    epochs, examples, train, val = (
+        np.asarray(values, dtype=np.float64)
+        for values in (epochs_seen, examples_seen, train_values, val_values)
+    )
+    if not epochs.shape == examples.shape == train.shape == val.shape:
+        raise ValueError(
+            "epochs_seen, examples_seen, train_values and val_values must have the same "
+            f"length, got {epochs.shape}, {examples.shape}, {train.shape} and {val.shape}"
+        )
+    fig = Figure(figsize=(5, 3), layout="constrained")
+    epochs_axis = fig.subplots()
+    epochs_axis.plot(epochs, train, label=f"Training {label}")
+    epochs_axis.plot(epochs, val, linestyle="-.", label=f"Validation {label}")
+    epochs_axis.set_xlabel("Epochs")
+    epochs_axis.set_ylabel(label.capitalize())
+    epochs_axis.legend()
+
+    # A second x-axis on top, sharing the y-axis. The book's trick: plot the same values
+    # invisibly against examples seen, so both axes autoscale over the same points with the
+    # same margins and their ticks line up (examples grow linearly with epochs).
+    examples_axis = epochs_axis.twiny()
+    examples_axis.plot(examples, train, alpha=0)
+    examples_axis.set_xlabel("Examples seen")
+    return fig
+
+
+def plot_values(
+    epochs_seen: ArrayLike,
+    examples_seen: ArrayLike,
+    train_values: ArrayLike,
+    val_values: ArrayLike,
+    label: str = "loss",
+    out_dir: str | Path = ".",
+    name: str | None = None,
+) -> list[Path]:
+    """Save the training curve of ``label`` (see :func:`values_figure`) as
+    ``out_dir/<name>.png`` and ``out_dir/<name>.pdf``, where ``name`` defaults to ``label``
+    (``loss.png``, ``accuracy.png``, ...). Returns the two paths.
+    """
+    fig = values_figure(epochs_seen, examples_seen, train_values, val_values, label)
+    return save_png_and_pdf(fig, Path(out_dir) / (name or label))
+
+
+# --- ROC and precision–recall curves ----------------------------------------------------
+
+
+def _legend_label(name: str, metric: str, value: float) -> str:
+    shown = "n/a" if math.isnan(value) else f"{value:.4f}"
+    return f"{name} ({metric} = {shown})"
+
+
+def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figure:
+    """Two panels, the ROC curve and the precision–recall curve, with one line per evaluated
+    set; ``curves`` maps a set's name to its ``(y_true, spam_probability)``.
+    """
+    if not curves:
+        raise ValueError("curves is empty: there is no evaluated set to plot")
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    roc_axis, pr_axis = fig.subplots(1, 2)
+
+    for name, (y_true, scores) in curves.items():
+        fpr, tpr, _ = roc_curve(y_true, scores)
+        roc_axis.plot(fpr, tpr, label=_legend_label(name, "AUC", roc_auc(y_true, scores)))
+
+        precision, recall, _ = precision_recall_curve(y_true, scores)
+        ap = average_precision(y_true, scores)
+        # Drawn as steps from recall 0, so the area under the line is exactly the average
+        # precision: each gain in recall is weighted by the precision reached with it.
+        pr_axis.plot(
+            np.r_[0.0, recall],
+            np.r_[precision[0], precision],
+            drawstyle="steps-pre",
+            label=_legend_label(name, "AP", ap),
+        )
+
+    roc_axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="chance (AUC = 0.5)")
+    roc_axis.set(
+        title="ROC curve",
+        xlabel="False positive rate (real messages flagged)",
+        ylabel="True positive rate (spam caught)",
+    )
+    pr_axis.set(
+        title="Precision–recall curve",
+        xlabel="Recall (spam caught)",
+        ylabel="Precision (flagged that are spam)",
+    )
+    # Good ROC curves hug the top left and good PR curves the top: legends go below them.
+    roc_axis.legend(loc="lower right", fontsize="small")
+    pr_axis.legend(loc="lower left", fontsize="small")
+    for axis in (roc_axis, pr_axis):
+        axis.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+    return fig
+
+
+def plot_roc_and_pr(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out_path: str | Path
+) -> Path:
+    """Save :func:`roc_and_pr_figure` as a PNG at ``out_path`` (suffix set to ``.png``) and a
+    PDF next to it. Returns the PNG's path.
+    """
+    png, _pdf = save_png_and_pdf(roc_and_pr_figure(curves), out_path)
+    return png
+
+
+# --- Confusion matrix -------------------------------------------------------------------
+
+
+def confusion_matrix_figure(matrix: ArrayLike, title: str = "Confusion matrix") -> Figure:
+    """A 2x2 heat map of ``[[TN, FP], [FN, TP]]`` (rows true, columns predicted), with the
+    count written in each cell.
+    """
+    counts = np.asarray(matrix)
+    if counts.shape != (2, 2):
+        raise ValueError(f"matrix must be 2x2 [[TN, FP], [FN, TP]], got shape {counts.shape}")
+    fig = Figure(figsize=(4, 3.5), layout="constrained")
+    axis = fig.subplots()
+    axis.imshow(counts, cmap="Blues", vmin=0)
+
+    # White text on the dark cells and black on the light ones keeps every count readable.
+    darkest = counts.max()
+    for (row, column), count in np.ndenumerate(counts):
+        color = "white" if darkest and count > darkest / 2 else "black"
+        axis.text(column, row, str(int(count)), ha="center", va="center", color=color)
+
+    axis.set_xticks([0, 1], labels=CLASS_NAMES)
+    axis.set_yticks([0, 1], labels=CLASS_NAMES)
+    axis.set(title=title, xlabel="Predicted label", ylabel="True label")
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: ArrayLike, out_path: str | Path, title: str = "Confusion matrix"
+) -> Path:
+    """Save :func:`confusion_matrix_figure` as a PNG at ``out_path`` (suffix set to ``.png``)
+    and a PDF next to it. Returns the PNG's path.
+    """
+    png, _pdf = save_png_and_pdf(confusion_matrix_figure(matrix, title), out_path)
+    return png
