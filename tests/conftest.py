@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,38 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir
 
 # Small, deterministic CPU work: one thread per test process keeps timings steady.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+_real_connect = socket.socket.connect
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_local(host: object) -> bool:
+    if host in (None, "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host)).is_loopback
+    except ValueError:  # any other host name
+        return False
+
+
+def _loopback_only_connect(self: socket.socket, address) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+        raise ConnectionRefusedError(f"tests must not use the network (tried {address[0]})")
+    return _real_connect(self, address)
+
+
+def _loopback_only_getaddrinfo(host, *args, **kwargs):
+    if not _is_local(host):
+        raise socket.gaierror(f"tests must not use the network (looked up {host})")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse every connection and name lookup that would leave this machine."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", _loopback_only_getaddrinfo)
 
 
 @pytest.fixture(scope="session")

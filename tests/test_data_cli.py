@@ -12,22 +12,7 @@ import pytest
 
 from ch06_classification.cli import main
 from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES, SPLIT_REPORT
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def gpt_spam(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m ch06_classification ARGS`` in a fresh process, offline-safe."""
-    env = {k: v for k, v in os.environ.items() if k != "SMS_SPAM_SOURCE"}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "ch06_classification", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.run_cli import ROOT, gpt_spam
 
 
 def test_download_then_split(shared_data: Path, tmp_path: Path) -> None:
@@ -35,7 +20,14 @@ def test_download_then_split(shared_data: Path, tmp_path: Path) -> None:
     zip_path = shared_data / "sms_spam_collection.zip"
 
     downloaded = gpt_spam(
-        "download", "--data-dir", data_dir, "--sms-source", zip_path, cwd=tmp_path
+        "download",
+        "--data-dir",
+        data_dir,
+        "--sms-source",
+        zip_path,
+        "--weights",
+        "random",
+        cwd=tmp_path,
     )
     assert downloaded.returncode == 0, downloaded.stderr
     assert "5,574 messages (4,827 ham, 747 spam)" in downloaded.stdout
@@ -94,6 +86,8 @@ def test_split_with_dedupe(
                 str(tmp_path),
                 "--sms-source",
                 str(shared_data / "SMSSpamCollection"),
+                "--weights",
+                "random",
             ]
         )
         == 0

@@ -1,0 +1,35 @@
+"""Run the ``gpt-spam`` command in a fresh process, the way a user does, but offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Settings from the developer's shell that would change what the command does.
+_DROPPED = ("SMS_SPAM_SOURCE", "GPT2_WEIGHTS_DIR")
+
+
+def gpt_spam(
+    *args: str | Path, cwd: Path, input: str | bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python -m ch06_classification ARGS`` with the repository on the path.
+
+    ``HF_HUB_OFFLINE`` makes any attempt to reach the Hugging Face Hub fail at once instead
+    of touching the network.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED}
+    env["PYTHONPATH"] = str(ROOT)
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "ch06_classification", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=not isinstance(input, bytes),
+        timeout=timeout,
+    )
