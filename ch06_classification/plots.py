@@ -10,8 +10,6 @@ figures left open, so this works the same on a headless server, in CI and in a n
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from ch06_classification.datafiles import atomic_output
 from ch06_classification.metrics import (
     CLASS_NAMES,
     average_precision,
@@ -35,20 +34,11 @@ FORMATS = ("png", "pdf")
 
 def save_atomically(fig: Figure, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` (format from its suffix) without ever leaving a half-written
-    file: render to a temporary file in the same folder, then rename it over ``path``. A
-    rename within one file system is atomic, so a reader sees the old file or the new one.
-    """
+    file there (see :func:`~ch06_classification.datafiles.atomic_output`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden, unique name: concurrent writers don't collide and `ls` stays clean.
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            fig.savefig(file, format=path.suffix.lstrip("."))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        fig.savefig(temporary, format=path.suffix.lstrip("."))
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -108,7 +110,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
     old_png = (tmp_path / "loss.png").read_bytes()
 
     def write_half_then_fail(self, file, **kwargs):
-        file.write(PNG_SIGNATURE)  # a partial file...
+        Path(file).write_bytes(PNG_SIGNATURE)  # a partial file...
         raise OSError("disk full")  # ...then the failure
 
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
