@@ -1,0 +1,189 @@
+"""The fast path computes what the straightforward path computes, only less of it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ch06_classification.classifier import (
+    GPTClassifier,
+    add_classification_head,
+    freeze_for_classification,
+)
+from ch06_classification.dataset import create_data_loaders
+from ch06_classification.fast_path import (
+    PrefixCachedClassifier,
+    encode_prefix,
+    fast_path_unavailable_reason,
+    last_position_block,
+    prepare_fast_path,
+)
+from ch06_classification.finetune import TrainingSettings, choose_path, classified_sequences
+from ch06_classification.training import calc_accuracy_loader, calc_loss_batch, make_optimizer
+from gpt.config import GPTConfig
+from gpt.errors import UserFacingError
+from gpt.model import GPTModel, TransformerBlock
+from tests.synthetic_splits import write_synthetic_splits
+
+TINY = GPTConfig(context_length=64, emb_dim=32, n_heads=4, n_layers=3)
+
+
+def tiny_model(trainable_layers: str = "last_block", seed: int = 0, **overrides) -> GPTModel:
+    torch.manual_seed(seed)
+    model = GPTModel(dataclasses.replace(TINY, **overrides))
+    return freeze_for_classification(add_classification_head(model), trainable_layers)
+
+
+def test_last_position_block_equals_the_full_block_at_that_position():
+    torch.manual_seed(0)
+    block = TransformerBlock(TINY).eval()
+    with torch.no_grad():
+        for param in block.parameters():
+            param.add_(0.1 * torch.randn_like(param))  # biases and norms away from 0/1
+    x = torch.randn(5, 11, TINY.emb_dim)
+    positions = torch.tensor([0, 10, 3, 7, 10])
+    with torch.no_grad():
+        full = block(x)[torch.arange(5), positions]
+        fast = last_position_block(block, x, positions)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synthetic_splits(tmp_path_factory.mktemp("data"))
+
+
+@pytest.mark.parametrize("trainable_layers", ["last_layer", "last_block", "last_two_blocks"])
+@pytest.mark.parametrize("token_position", ["flexible", "last"])
+def test_cached_classifier_gives_the_full_models_logits(
+    data_dir, tokenizer, trainable_layers, token_position
+):
+    model = tiny_model(trainable_layers).eval()
+    loaders = create_data_loaders(data_dir, tokenizer, padding="fixed")
+    dataset = loaders.validation.dataset
+    top, (_, validation, _) = prepare_fast_path(
+        model,
+        [classified_sequences(loader.dataset, token_position) for loader in loaders],
+        [loader.dataset.labels for loader in loaders],
+        list(loaders),
+        torch.device("cpu"),
+    )
+    reference = GPTClassifier(model, token_position)
+    with torch.no_grad():
+        for (ids, labels, lengths), (hidden, fast_labels, fast_lengths) in zip(
+            loaders.validation, validation, strict=True
+        ):
+            assert torch.equal(labels, fast_labels)
+            torch.testing.assert_close(
+                top(hidden, fast_lengths), reference(ids, lengths), rtol=0, atol=1e-5
+            )
+    assert len(validation.dataset) == len(dataset)
+
+
+def test_prefix_is_computed_on_real_tokens_only(data_dir, tokenizer):
+    model = tiny_model().eval()
+    loaders = create_data_loaders(data_dir, tokenizer, padding="fixed")
+    dataset = loaders.train.dataset
+    sequences = classified_sequences(dataset, "flexible")
+    assert [len(s) for s in sequences] == dataset.lengths.tolist()
+    features = encode_prefix(model, sequences, 2, torch.device("cpu"))
+    with torch.no_grad():  # the same message run alone, unbatched
+        x = model.embed(sequences[3].unsqueeze(0))
+        for block in model.trf_blocks[:2]:
+            x = block(x)
+    torch.testing.assert_close(features[3], x[0], rtol=0, atol=1e-5)
+
+
+def run_steps(model, loader, device, steps: int):
+    """Losses, gradients and parameters after each of ``steps`` AdamW steps."""
+    optimizer = make_optimizer(model, lr=5e-5)
+    record = []
+    batches = iter(loader)
+    for _ in range(steps):
+        inputs, labels, lengths = next(batches)
+        optimizer.zero_grad()
+        loss = calc_loss_batch(inputs, labels, model, device, lengths)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        optimizer.step()
+        record.append((loss.item(), grads))
+    return record
+
+
+@pytest.mark.parametrize("trainable_layers", ["last_block", "last_two_blocks"])
+def test_training_steps_match_the_straightforward_path(data_dir, tokenizer, trainable_layers):
+    """Same batches, same losses and gradients at every step, same accuracy after."""
+    device = torch.device("cpu")
+    reference_model = tiny_model(trainable_layers)
+    fast_model = tiny_model(trainable_layers)
+    loaders = create_data_loaders(data_dir, tokenizer, padding="fixed", batch_size=8)
+    top, fast_loaders = prepare_fast_path(
+        fast_model,
+        [classified_sequences(loader.dataset, "flexible") for loader in loaders],
+        [loader.dataset.labels for loader in loaders],
+        list(loaders),
+        device,
+    )
+    reference = GPTClassifier(reference_model, "flexible")
+    expected = run_steps(reference, loaders.train, device, steps=10)
+    got = run_steps(top, fast_loaders[0], device, steps=10)
+    for (loss, grads), (fast_loss, fast_grads) in zip(expected, got, strict=True):
+        assert abs(loss - fast_loss) <= 1e-5
+        # gradients are named from each trainee: gpt.* vs model.*
+        assert len(grads) == len(fast_grads) > 0
+        for grad, fast_grad in zip(grads.values(), fast_grads.values(), strict=True):
+            torch.testing.assert_close(fast_grad, grad, rtol=0, atol=1e-5)
+    for param, fast_param in zip(
+        reference_model.parameters(), fast_model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(fast_param, param, rtol=0, atol=1e-5)
+    reference.eval()
+    top.eval()
+    assert calc_accuracy_loader(loaders.test, reference, device) == calc_accuracy_loader(
+        fast_loaders[2], top, device
+    )
+
+
+def test_fast_loader_draws_the_same_shuffled_batches(data_dir, tokenizer):
+    loaders = create_data_loaders(data_dir, tokenizer, padding="batch", batch_size=8, seed=7)
+    model = tiny_model().eval()
+    _, fast_loaders = prepare_fast_path(
+        model,
+        [classified_sequences(loader.dataset, "flexible") for loader in loaders],
+        [loader.dataset.labels for loader in loaders],
+        list(loaders),
+        torch.device("cpu"),
+    )
+    for _epoch in range(2):  # and again: the generators advance in step
+        for (_, labels, lengths), (_, fast_labels, fast_lengths) in zip(
+            loaders.train, fast_loaders[0], strict=True
+        ):
+            assert torch.equal(labels, fast_labels) and torch.equal(lengths, fast_lengths)
+    assert len(fast_loaders[0]) == len(loaders.train) == 96 // 8
+
+
+def test_when_the_fast_path_does_not_apply():
+    assert fast_path_unavailable_reason(tiny_model(), "flexible") is None
+    assert fast_path_unavailable_reason(tiny_model(), "last") is None
+    assert "dropout" in fast_path_unavailable_reason(tiny_model(drop_rate=0.1), "flexible")
+    assert "'first' token" in fast_path_unavailable_reason(tiny_model(), "first")
+    assert "embeddings" in fast_path_unavailable_reason(tiny_model("all"), "flexible")
+
+
+def test_choose_path_says_which_runs_and_why():
+    model = tiny_model()
+    assert choose_path(TrainingSettings(), model)[0] == "fast"
+    assert choose_path(TrainingSettings(fast_path="off"), model)[0] == "reference"
+    path, why = choose_path(TrainingSettings(token_position="first"), model)
+    assert path == "straightforward" and "'first' token" in why
+    with pytest.raises(UserFacingError, match="--fast-path on is not possible"):
+        choose_path(TrainingSettings(token_position="first", fast_path="on"), model)
+
+
+def test_cached_top_trains_the_shared_model():
+    model = tiny_model()
+    top = PrefixCachedClassifier(model, first_block=2)
+    trainable = {id(p) for p in top.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in model.parameters() if p.requires_grad}
