@@ -102,6 +102,16 @@ def last_position_block(
     return hidden + block.ff(block.norm2(hidden))
 
 
+def logits_at(model: GPTModel, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``model(input_ids)[row, positions[row]]``, with the last block, the final norm and
+    the head run only at those positions. For inference (dropout off): [batch, classes]."""
+    x = model.embed(input_ids)
+    for block in model.trf_blocks[:-1]:
+        x = block(x)
+    x = last_position_block(model.trf_blocks[-1], x, positions)
+    return model.out_head(model.final_norm(x))
+
+
 class PrefixCachedClassifier(nn.Module):
     """The trainable top of a classifier, fed with cached outputs of its frozen bottom.
 

@@ -45,3 +45,42 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
             f"it from the Hugging Face Hub (default: ${WEIGHTS_DIR_ENV} if set)"
         ),
     )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA, then Apple MPS, then CPU), or e.g. cpu, cuda:1 (default: %(default)s)",
+    )
+
+
+def add_run_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="the training run to use (default: the latest finished one in runs/)",
+    )
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return number
+
+
+def probability(value: str) -> float:
+    """An argparse type: a number between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value!r}")
+    return number

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ch06_classification.commands.options import add_data_dir_option, add_model_options
+from ch06_classification.commands.options import (
+    add_data_dir_option,
+    add_device_option,
+    add_model_options,
+    positive_int,
+)
 
 
 def _context_length(value: str) -> str | int:
@@ -57,10 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)"
+        "--epochs", type=positive_int, default=defaults.epochs, help="(default: %(default)s)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)"
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="(default: %(default)s)",
     )
     parser.add_argument(
         "--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)"
@@ -73,22 +81,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--eval-freq",
-        type=int,
+        type=positive_int,
         default=defaults.eval_freq,
         help="evaluate the loss every N steps (default: %(default)s)",
     )
     parser.add_argument(
         "--eval-iter",
-        type=int,
+        type=positive_int,
         default=defaults.eval_iter,
         help="batches per periodic evaluation (default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
-    parser.add_argument(
-        "--device",
-        default=defaults.device,
-        help="auto (CUDA, then Apple MPS, then CPU), or e.g. cpu, cuda:1 (default: %(default)s)",
-    )
+    add_device_option(parser)
     parser.add_argument(
         "--precision",
         choices=["fp32", "bf16"],

@@ -1,0 +1,52 @@
+"""``gpt-spam evaluate``: measure a trained run on every split, beyond accuracy."""
+
+from __future__ import annotations
+
+import argparse
+
+from ch06_classification.commands.options import (
+    add_data_dir_option,
+    add_device_option,
+    add_run_dir_option,
+    positive_int,
+    probability,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure a trained model on every split",
+        description=(
+            "Accuracy, precision, recall, F1, false-positive rate, ROC-AUC and the confusion "
+            "matrix of a trained run on train, validation, test, the test messages never seen "
+            "in training, and the realistic-prevalence set. Prints a table and saves "
+            "evaluation.json, roc_pr.png and confusion_matrix.png in the run folder."
+        ),
+    )
+    add_run_dir_option(parser)
+    add_data_dir_option(parser)
+    add_device_option(parser)
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="spam when the spam probability is at least this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="messages per batch (default: %(default)s)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ch06_classification.evaluation import evaluate_run
+    from ch06_classification.runs import latest_run_dir
+
+    run_dir = args.run_dir or latest_run_dir()
+    print(f"Evaluating {run_dir}/")
+    evaluate_run(run_dir, args.data_dir, args.device, args.batch_size, args.threshold)
+    return 0

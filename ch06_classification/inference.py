@@ -1,0 +1,155 @@
+"""Using the fine-tuned model on new messages (section 6.8), one at a time or by the thousand.
+
+``classify_review`` is the book's function. ``SpamClassifier`` is what an application
+would use: load a checkpoint once, then ``predict`` / ``predict_proba`` on a string or a
+list of strings. Many messages are classified in batches of similar length, so that
+little is spent on padding, with gradients off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tiktoken
+import torch
+from tqdm.auto import tqdm
+
+from ch06_classification.checkpoint import ClassifierInfo, load_classifier
+from ch06_classification.classifier import LABELS, classified_positions
+from ch06_classification.dataset import encode_message
+from ch06_classification.fast_path import logits_at
+from ch06_classification.training import pick_device
+from gpt.errors import UserFacingError
+from gpt.model import GPTModel
+from gpt.tokenizer import END_OF_TEXT_ID, get_tokenizer
+
+
+class EmptyMessageError(UserFacingError, ValueError):
+    """A message with no text: there is no token to classify."""
+
+
+def encode_for_classifier(
+    text: str, tokenizer: tiktoken.Encoding, max_length: int, context_length: int
+) -> list[int]:
+    """Token ids of ``text``, cut to what the classifier reads (the first ``max_length``
+    tokens, and never more than the model's context)."""
+    if not text.strip():
+        raise EmptyMessageError("the message is empty")
+    return encode_message(tokenizer, text)[: min(max_length, context_length)]
+
+
+@torch.inference_mode()
+def classify_review(
+    text: str,
+    model: GPTModel,
+    tokenizer: tiktoken.Encoding,
+    device: torch.device | str,
+    max_length: int | None = None,
+    pad_token_id: int = END_OF_TEXT_ID,
+    token_position: str = "flexible",
+) -> str:
+    """The book's ``classify_review``: "spam" or "not spam" for one message.
+
+    As in the book, the message is cut to the model's context and to ``max_length``, and
+    padded to ``max_length``. Unlike the book, the default reads the last *real* token
+    (``token_position="flexible"``), so the answer does not depend on the padding; pass
+    ``token_position="last"`` for the book's behaviour.
+    """
+    context_length = model.pos_emb.weight.shape[0]
+    max_length = min(max_length or context_length, context_length)
+    input_ids = encode_for_classifier(text, tokenizer, max_length, context_length)
+    length = len(input_ids)
+    input_ids = input_ids + [pad_token_id] * (max_length - length)
+    ids = torch.tensor([input_ids], device=device)
+    positions = classified_positions(
+        torch.tensor([length], device=device), max_length, token_position
+    )
+    model.eval()
+    logits = logits_at(model, ids, positions)
+    return "spam" if logits.argmax(dim=-1).item() == 1 else "not spam"
+
+
+class SpamClassifier:
+    """A trained classifier with a scikit-learn-like face.
+
+    >>> classifier = SpamClassifier.from_checkpoint("runs/20261125-101500")  # doctest: +SKIP
+    >>> classifier.predict("You are a winner! Claim your prize now")          # doctest: +SKIP
+    'spam'
+    """
+
+    def __init__(
+        self,
+        model: GPTModel,
+        info: ClassifierInfo,
+        device: torch.device | str = "cpu",
+        batch_size: int = 32,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.info = info
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.tokenizer = get_tokenizer()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "auto", batch_size: int = 32
+    ) -> SpamClassifier:
+        """Load a checkpoint file (or a run folder holding ``model.safetensors``)."""
+        target = pick_device(device)
+        model, info = load_classifier(path, device=target)
+        return cls(model, info, target, batch_size)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.info.labels
+
+    def encode(self, text: str) -> list[int]:
+        """The token ids the model reads for ``text`` (raises ``EmptyMessageError``)."""
+        return encode_for_classifier(
+            text, self.tokenizer, self.info.max_length, self.model.cfg.context_length
+        )
+
+    def predict_proba(self, texts: str | Sequence[str], progress: bool = False) -> np.ndarray:
+        """Class probabilities: shape [2] for one message, [n, 2] for a list; each row sums
+        to 1, and column 1 is the spam probability."""
+        single = isinstance(texts, str)
+        encoded = [self.encode(text) for text in ([texts] if single else texts)]
+        probabilities = self.predict_proba_encoded(encoded, progress)
+        return probabilities[0] if single else probabilities
+
+    def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | list[str]:
+        """ "spam" or "not spam" per message: spam when its spam probability >= ``threshold``."""
+        probabilities = np.atleast_2d(self.predict_proba(texts))
+        labels = [self.labels[int(p >= threshold)] for p in probabilities[:, 1]]
+        return labels[0] if isinstance(texts, str) else labels
+
+    @torch.inference_mode()
+    def predict_proba_encoded(
+        self, encoded: Sequence[list[int]], progress: bool = False
+    ) -> np.ndarray:
+        """``predict_proba`` for messages already encoded with ``encode``.
+
+        Messages are grouped by length, so each batch is padded only a little, and the
+        results are put back in the input order.
+        """
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float64)
+        fixed = self.info.token_position == "last"  # the book's reading needs its padding
+        starts = range(0, len(order), self.batch_size)
+        bar = tqdm(starts, desc="Classifying", unit="batch", disable=not progress, leave=False)
+        for start in bar:
+            chunk = order[start : start + self.batch_size]
+            width = self.info.max_length if fixed else max(len(encoded[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), self.info.pad_token_id, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            lengths = torch.tensor([len(encoded[i]) for i in chunk])
+            positions = classified_positions(lengths, width, self.info.token_position)
+            logits = logits_at(self.model, ids.to(self.device), positions.to(self.device))
+            probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return probabilities
+
+
+__all__ = ["LABELS", "EmptyMessageError", "SpamClassifier", "classify_review"]
