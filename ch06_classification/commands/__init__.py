@@ -3,6 +3,6 @@
 Each module has ``register(subparsers)``, which adds its subcommand and sets ``run``.
 """
 
-from ch06_classification.commands import download, evaluate, split, train
+from ch06_classification.commands import classify, download, evaluate, split, train
 
-STEPS = [download, split, train, evaluate]
+STEPS = [download, split, train, evaluate, classify]
