@@ -90,7 +90,7 @@ def read_classifier_info(path: str | Path) -> ClassifierInfo:
         raise CheckpointError(f"{path} is not a gpt-spam classifier checkpoint")
     try:
         return ClassifierInfo.from_json(metadata[_METADATA_KEY])
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # e.g. not an object
         raise CheckpointError(f"{path} has an unreadable description ({error})") from error
 
 

@@ -111,6 +111,11 @@ class SpamClassifier:
             text, self.tokenizer, self.info.max_length, self.model.cfg.context_length
         )
 
+    @property
+    def max_tokens(self) -> int:
+        """How many tokens of a message the model reads: longer ones are cut to this."""
+        return min(self.info.max_length, self.model.cfg.context_length)
+
     def predict_proba(self, texts: str | Sequence[str], progress: bool = False) -> np.ndarray:
         """Class probabilities: shape [2] for one message, [n, 2] for a list; each row sums
         to 1, and column 1 is the spam probability."""
@@ -134,6 +139,9 @@ class SpamClassifier:
         Messages are grouped by length, so each batch is padded only a little, and the
         results are put back in the input order.
         """
+        if any(len(ids) == 0 for ids in encoded):
+            # With no real token, the "flexible" position would be -1: there is nothing to read.
+            raise EmptyMessageError("a message has no tokens")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float64)
         fixed = self.info.token_position == "last"  # the book's reading needs its padding
@@ -141,7 +149,7 @@ class SpamClassifier:
         bar = tqdm(starts, desc="Classifying", unit="batch", disable=not progress, leave=False)
         for start in bar:
             chunk = order[start : start + self.batch_size]
-            width = self.info.max_length if fixed else max(len(encoded[i]) for i in chunk)
+            width = self.max_tokens if fixed else max(len(encoded[i]) for i in chunk)
             ids = torch.full((len(chunk), width), self.info.pad_token_id, dtype=torch.long)
             for row, i in enumerate(chunk):
                 ids[row, : len(encoded[i])] = torch.tensor(encoded[i])

@@ -1,0 +1,141 @@
+"""Section 6.8 from Python: the book's ``classify_review`` and ``SpamClassifier``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ch06_classification.inference import EmptyMessageError, SpamClassifier, classify_review
+from gpt.errors import UserFacingError
+from tests.tiny_classifier import MAX_LENGTH, MESSAGES, TINY, write_tiny_checkpoint
+
+LONG_MESSAGE = "Congratulations! " * 200  # far longer than the context, 32 tokens
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def classifier(checkpoint: Path) -> SpamClassifier:
+    return SpamClassifier.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+
+
+@pytest.mark.parametrize("token_position", ["flexible", "last"])
+def test_batched_and_one_by_one_probabilities_agree(tmp_path: Path, token_position: str) -> None:
+    checkpoint = write_tiny_checkpoint(tmp_path, token_position=token_position)
+    classifier = SpamClassifier.from_checkpoint(checkpoint, device="cpu", batch_size=3)
+
+    batched = classifier.predict_proba(list(MESSAGES))
+    one_by_one = np.stack([classifier.predict_proba(text) for text in MESSAGES])
+
+    assert batched.shape == (len(MESSAGES), 2)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-6)
+    assert len(np.unique(batched[:, 1].round(4))) == len(MESSAGES)  # really different messages
+
+
+def test_one_string_gives_one_answer_and_a_list_gives_a_list(classifier: SpamClassifier) -> None:
+    assert classifier.predict_proba(MESSAGES[0]).shape == (2,)
+    assert classifier.predict(MESSAGES[0]) in ("spam", "not spam")
+    assert classifier.predict([MESSAGES[0]]) == [classifier.predict(MESSAGES[0])]
+    assert classifier.predict_proba([]).shape == (0, 2)
+    assert classifier.predict([]) == []
+
+
+def test_predict_is_predict_proba_at_the_threshold(classifier: SpamClassifier) -> None:
+    spam_probabilities = classifier.predict_proba(list(MESSAGES))[:, 1]
+    threshold = float(np.median(spam_probabilities))  # exactly one message's probability
+
+    labels = classifier.predict(list(MESSAGES), threshold=threshold)
+
+    assert labels == ["spam" if p >= threshold else "not spam" for p in spam_probabilities]
+    assert set(labels) == {"spam", "not spam"}
+    assert labels[int(np.argmin(np.abs(spam_probabilities - threshold)))] == "spam"  # p == t
+
+
+def test_classify_review_agrees_with_the_classifier(classifier: SpamClassifier) -> None:
+    labels = [
+        classify_review(text, classifier.model, classifier.tokenizer, "cpu", MAX_LENGTH)
+        for text in MESSAGES
+    ]
+
+    assert labels == classifier.predict(list(MESSAGES))
+
+
+def test_the_flexible_answer_does_not_depend_on_padding(classifier: SpamClassifier) -> None:
+    def answers(text: str, token_position: str) -> set[str]:
+        """``classify_review`` with no padding, some, and up to the whole context."""
+        length = len(classifier.encode(text))
+        return {
+            classify_review(
+                text,
+                classifier.model,
+                classifier.tokenizer,
+                "cpu",
+                max_length,
+                50256,
+                token_position,
+            )
+            for max_length in (length, length + 5, None)
+        }
+
+    short = [text for text in MESSAGES if len(classifier.encode(text)) < MAX_LENGTH]
+    assert all(len(answers(text, "flexible")) == 1 for text in short)
+    # The book's reading of the last padded position does change with the padding here,
+    # which shows the model is sensitive enough for the assertion above to mean something.
+    assert any(len(answers(text, "last")) == 2 for text in short)
+
+
+def test_a_long_message_is_cut_to_max_length(classifier: SpamClassifier) -> None:
+    assert len(classifier.encode(LONG_MESSAGE)) == MAX_LENGTH == classifier.max_tokens
+    # What follows the first max_length tokens is never read.
+    np.testing.assert_allclose(
+        classifier.predict_proba(LONG_MESSAGE),
+        classifier.predict_proba(LONG_MESSAGE + " Call 0800 now to claim"),
+        atol=1e-6,
+    )
+    label = classify_review(LONG_MESSAGE, classifier.model, classifier.tokenizer, "cpu")
+    assert label in ("spam", "not spam")  # cut to the model's context: no crash
+
+
+def test_a_max_length_beyond_the_context_is_cut_to_the_context(tmp_path: Path) -> None:
+    # A run trained with token_position="last" pads to max_length; the model cannot read
+    # more positions than its context, so both are limited to it.
+    checkpoint = write_tiny_checkpoint(tmp_path, token_position="last", max_length=100)
+    classifier = SpamClassifier.from_checkpoint(checkpoint, device="cpu")
+
+    assert classifier.max_tokens == TINY["context_length"]
+    assert classifier.predict_proba([LONG_MESSAGE, "ok"]).shape == (2, 2)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_an_empty_message_is_refused(classifier: SpamClassifier, text: str) -> None:
+    with pytest.raises(EmptyMessageError, match="empty"):
+        classifier.predict_proba(["ok", text])
+    with pytest.raises(EmptyMessageError):
+        classify_review(text, classifier.model, classifier.tokenizer, "cpu")
+    assert issubclass(EmptyMessageError, UserFacingError)  # one line in the CLI
+    assert issubclass(EmptyMessageError, ValueError)  # what Python callers expect
+
+
+def test_no_tokens_are_refused_rather_than_read_at_position_minus_one(
+    classifier: SpamClassifier,
+) -> None:
+    with pytest.raises(EmptyMessageError):
+        classifier.predict_proba_encoded([[], classifier.encode("ok")])
+
+
+def test_a_run_folder_and_its_checkpoint_file_load_the_same(checkpoint: Path) -> None:
+    from_folder = SpamClassifier.from_checkpoint(checkpoint.parent, device="cpu")
+    from_file = SpamClassifier.from_checkpoint(str(checkpoint), device="cpu")
+
+    assert from_folder.info == from_file.info
+    assert from_folder.info.max_length == MAX_LENGTH
+    assert from_folder.labels == ("not spam", "spam")
+    np.testing.assert_array_equal(
+        from_folder.predict_proba(list(MESSAGES)), from_file.predict_proba(list(MESSAGES))
+    )
