@@ -19,13 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt.errors import UserFacingError
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, labels, lengths
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA if present, then Apple's MPS, then the CPU, unless a device is named."""
+    """CUDA if present, then Apple's MPS, then the CPU, unless a device is named.
+
+    A named device that PyTorch does not know, or that this machine lacks, is a
+    ``UserFacingError``.
+    """
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise UserFacingError(
+                f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps"
+            ) from None
+        present = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
+        if device.type in present and (device.index or 0) >= present[device.type]:
+            raise UserFacingError(f"device {requested!r} is not available on this machine")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

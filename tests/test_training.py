@@ -153,3 +153,12 @@ def test_real_data_small_random_model_all_layers_trainable(shared_data, tmp_path
     print(f"real data, small model: {seconds:.1f} s, accuracies {result.accuracies}")
     assert seconds < 60
     assert result.accuracies["test"] >= 0.90
+
+
+def test_unknown_or_absent_device_is_a_user_error():
+    from gpt.errors import UserFacingError
+
+    with pytest.raises(UserFacingError, match="unknown device 'gpu0'"):
+        pick_device("gpu0")
+    with pytest.raises(UserFacingError, match="'cuda:99' is not available"):
+        pick_device("cuda:99")

@@ -40,7 +40,6 @@ from ch06_classification.commands.options import add_device_option, positive_int
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
-    import torch
 
     from ch06_classification.inference import SpamClassifier
 
@@ -144,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.checkpoint import read_classifier_info
     from ch06_classification.inference import SpamClassifier
     from ch06_classification.runs import latest_run_dir
+    from ch06_classification.training import pick_device
 
     checkpoint = args.checkpoint or latest_run_dir()
     read_classifier_info(checkpoint)  # a missing or damaged file fails before input is read
     messages = read_messages(args)
-    device = checked_device(args.device)
+    device = pick_device(args.device)
     classifier = SpamClassifier.from_checkpoint(checkpoint, str(device), args.batch_size)
 
     kept, encoded, refused = encode_messages(classifier, messages)
@@ -285,25 +285,6 @@ def is_csv(path: Path | None) -> bool:
 
 
 # --- Classifying ------------------------------------------------------------------------
-
-
-def checked_device(name: str) -> torch.device:
-    """The ``--device`` to use; one that is unknown or absent here is a user error."""
-    import torch
-
-    from ch06_classification.training import pick_device
-
-    try:
-        device = pick_device(name)
-    except RuntimeError:
-        raise UserFacingError(
-            f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    present = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
-    count = present.get(device.type)
-    if count is not None and (device.index or 0) >= count:
-        raise UserFacingError(f"--device {name}: there is no such device on this machine")
-    return device
 
 
 def encode_messages(
