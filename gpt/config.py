@@ -21,17 +21,25 @@ class GPTConfig:
     # chapter 6 does, which also makes the frozen part of the network deterministic.
     drop_rate: float = 0.0
     qkv_bias: bool = True  # OpenAI's checkpoints have biases on the query/key/value projections
-    # How attention is computed, not what it computes: "manual" spells out the masked
-    # softmax (the lesson), "sdpa" calls PyTorch's fused kernel. Tests hold them equal.
-    attention: str = "sdpa"
+    # How the math is computed, not what it computes: "manual" spells out every formula
+    # (LayerNorm's mean and variance, GELU's tanh, attention's masked softmax): the lesson.
+    # "fused" computes the same formulas with PyTorch's single-kernel versions, which on a
+    # CPU run several times faster (GELU alone: ~6x). Tests hold the two equal.
+    implementation: str = "fused"
 
     def __post_init__(self) -> None:
         if self.emb_dim % self.n_heads:
             raise ValueError(
                 f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
             )
-        if self.attention not in ("manual", "sdpa"):
-            raise ValueError(f"attention must be 'manual' or 'sdpa', not {self.attention!r}")
+        if self.implementation not in ("manual", "fused"):
+            raise ValueError(
+                f"implementation must be 'manual' or 'fused', not {self.implementation!r}"
+            )
+
+    @property
+    def fused(self) -> bool:
+        return self.implementation == "fused"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,9 +15,10 @@ from gpt.model import GELU, GPTModel, LayerNorm, MultiHeadAttention, count_param
 TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=48, n_heads=4, n_layers=3)
 
 
-def test_layer_norm_matches_pytorch():
+@pytest.mark.parametrize("fused", [False, True])
+def test_layer_norm_matches_pytorch(fused):
     torch.manual_seed(0)
-    ours, reference = LayerNorm(16), nn.LayerNorm(16, eps=1e-5)
+    ours, reference = LayerNorm(16, fused=fused), nn.LayerNorm(16, eps=1e-5)
     with torch.no_grad():
         ours.scale.normal_()
         ours.shift.normal_()
@@ -29,34 +30,40 @@ def test_layer_norm_matches_pytorch():
 
 def test_gelu_is_the_tanh_approximation():
     x = torch.linspace(-6, 6, 1001)
-    torch.testing.assert_close(GELU()(x), nn.functional.gelu(x, approximate="tanh"))
+    manual = GELU(fused=False)(x)
+    # the formula, evaluated independently in float64
+    c = (2 / torch.pi) ** 0.5
+    x64 = x.double()
+    expected = 0.5 * x64 * (1 + torch.tanh(c * (x64 + 0.044715 * x64**3)))
+    torch.testing.assert_close(manual.double(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(GELU(fused=True)(x), manual, rtol=0, atol=1e-6)
     # ... and measurably not the exact erf GELU, which GPT-2 did not use.
-    assert (GELU()(x) - nn.functional.gelu(x)).abs().max() > 1e-4
+    assert (manual - nn.functional.gelu(x)).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("num_tokens", [1, 7, 32])
 def test_manual_and_fused_attention_agree(num_tokens):
     torch.manual_seed(0)
-    manual = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, attention="manual")
-    fused = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, attention="sdpa")
+    manual = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, fused=False)
+    fused = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, fused=True)
     fused.load_state_dict(manual.state_dict())
     x = torch.randn(3, num_tokens, 48)
     torch.testing.assert_close(manual(x), fused(x), rtol=0, atol=1e-5)
 
 
-def test_models_with_either_attention_give_the_same_logits():
+def test_manual_and_fused_models_give_the_same_logits():
     torch.manual_seed(0)
-    manual = GPTModel(dataclasses.replace(TINY, attention="manual")).eval()
+    manual = GPTModel(dataclasses.replace(TINY, implementation="manual")).eval()
     fused = GPTModel(TINY).eval()
     fused.load_state_dict(manual.state_dict())
     ids = torch.randint(0, TINY.vocab_size, (2, 20))
     torch.testing.assert_close(manual(ids), fused(ids), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["manual", "sdpa"])
-def test_causality_later_tokens_never_change_earlier_outputs(attention):
+@pytest.mark.parametrize("implementation", ["manual", "fused"])
+def test_causality_later_tokens_never_change_earlier_outputs(implementation):
     torch.manual_seed(0)
-    model = GPTModel(dataclasses.replace(TINY, attention=attention)).eval()
+    model = GPTModel(dataclasses.replace(TINY, implementation=implementation)).eval()
     ids = torch.randint(0, TINY.vocab_size, (2, 24))
     with torch.no_grad():
         before = model(ids)
@@ -106,6 +113,8 @@ def test_unknown_preset_and_bad_config_are_clear_errors():
         get_config("gpt3")
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(emb_dim=50, n_heads=4)
+    with pytest.raises(ValueError, match="'manual' or 'fused'"):
+        GPTConfig(implementation="sdpa")
 
 
 def test_too_long_input_is_refused():

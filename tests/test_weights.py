@@ -52,8 +52,8 @@ def test_gpt2_small_shape_matches_transformers(tmp_path):
     assert difference <= 1e-4
 
 
-def test_manual_attention_also_matches_transformers(tmp_path):
-    cfg = GPTConfig(**{**SMALL.to_dict(), "attention": "manual"})
+def test_manual_implementation_also_matches_transformers(tmp_path):
+    cfg = GPTConfig(**{**SMALL.to_dict(), "implementation": "manual"})
     assert max_logit_difference(cfg, tmp_path, batch=2, tokens=40) <= 1e-4
 
 

@@ -40,7 +40,6 @@ from ch06_classification.commands.options import add_device_option, positive_int
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
-
     from ch06_classification.inference import SpamClassifier
 
 PROG = "gpt-spam classify"
