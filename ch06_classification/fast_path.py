@@ -50,21 +50,24 @@ def encode_prefix(
     sequences: Sequence[torch.Tensor],
     num_blocks: int,
     device: torch.device,
-    batch_size: int = 32,
+    tokens_per_batch: int = 2048,
     precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """Hidden states after the first ``num_blocks`` blocks, one [tokens, emb] per sequence.
 
-    Sequences are batched by length, so a batch is padded only to its own longest row (the
+    Each distinct sequence is computed once (the collection repeats many messages), and
+    sequences are batched by length, so a batch is padded only to its own longest row (the
     padding's outputs are sliced off: under the causal mask they never touch real tokens).
     """
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    features: list[torch.Tensor | None] = [None] * len(sequences)
+    first_seen: dict[tuple[int, ...], int] = {}
+    for i, sequence in enumerate(sequences):
+        first_seen.setdefault(tuple(sequence.tolist()), i)
+    order = sorted(first_seen.values(), key=lambda i: len(sequences[i]))
+    features: dict[int, torch.Tensor] = {}
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        longest = max(len(sequences[i]) for i in chunk)
+    for chunk in _batches_by_length(order, [len(s) for s in sequences], tokens_per_batch):
+        longest = len(sequences[chunk[-1]])
         ids = torch.zeros(len(chunk), longest, dtype=torch.long)
         for row, i in enumerate(chunk):
             ids[row, : len(sequences[i])] = sequences[i]
@@ -75,7 +78,21 @@ def encode_prefix(
         for row, i in enumerate(chunk):
             features[i] = x[row, : len(sequences[i])].float().clone()
     model.train(was_training)
-    return features  # type: ignore[return-value]
+    return [features[first_seen[tuple(sequence.tolist())]] for sequence in sequences]
+
+
+def _batches_by_length(
+    order: Sequence[int], lengths: Sequence[int], tokens_per_batch: int
+) -> list[list[int]]:
+    """Split ``order`` (sorted by length) into batches of at most ``tokens_per_batch``
+    padded tokens: many short sequences together, few long ones."""
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[i] <= tokens_per_batch:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
 def last_position_block(
@@ -88,17 +105,25 @@ def last_position_block(
     Assumes dropout 0 (the fast path's condition). x: [batch, tokens, emb] -> [batch, emb].
     """
     att = block.att
-    batch, num_tokens, _ = x.shape
+    batch, num_tokens, emb_dim = x.shape
     rows = torch.arange(batch, device=x.device)
 
-    normed = block.norm1(x)
-    keys = att.split_heads(att.W_key(normed))  # [batch, heads, tokens, head_dim]
-    values = att.split_heads(att.W_value(normed))
-    query = att.split_heads(att.W_query(normed[rows, positions]).unsqueeze(1))  # one token
-    # The causal mask, seen from the classified position: keys 0..position are visible.
+    # The causal mask seen from the classified position: keys 0..position are visible.
+    # Keys and values are computed for those positions only, not for the padding after.
     visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
-    context = F.scaled_dot_product_attention(query, keys, values, attn_mask=visible[:, None, None])
-    hidden = x[rows, positions] + att.out_proj(att.merge_heads(context).squeeze(1))
+    normed = block.norm1(x[visible])  # [visible tokens, emb]
+    keys = x.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), att.W_key(normed))
+    values = x.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), att.W_value(normed))
+
+    x_at = x[rows, positions]  # [batch, emb]: the only position whose output is read
+    query = att.W_query(block.norm1(x_at)).unsqueeze(1)  # [batch, 1, emb]
+    context = F.scaled_dot_product_attention(
+        att.split_heads(query),
+        att.split_heads(keys),
+        att.split_heads(values),
+        attn_mask=visible[:, None, None],
+    )
+    hidden = x_at + att.out_proj(att.merge_heads(context).squeeze(1))
     return hidden + block.ff(block.norm2(hidden))
 
 

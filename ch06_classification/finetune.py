@@ -26,6 +26,7 @@ from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_lo
 from ch06_classification.fast_path import fast_path_unavailable_reason, prepare_fast_path
 from ch06_classification.training import (
     TrainingHistory,
+    autocast,
     calc_accuracy_loader,
     make_optimizer,
     pick_device,
@@ -79,6 +80,8 @@ class TrainingResult:
     path_description: str
     prefix_seconds: float  # caching the frozen blocks (fast path only)
     train_seconds: float
+    # From data and model ready to final accuracies: prefix cache, training, evaluation.
+    recipe_seconds: float
     device: str
 
 
@@ -164,6 +167,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
     log(f"Training path: {path} ({description})")
 
     model.to(device)
+    recipe_start = time.perf_counter()
     prefix_seconds = 0.0
     trainee: torch.nn.Module = GPTClassifier(model, settings.token_position)
     train_loaders: list[DataLoader] = list(loaders)
@@ -198,10 +202,12 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
     log(f"Training completed in {history.seconds / 60:.2f} minutes ({history.seconds:.1f} s)")
 
     trainee.eval()
-    accuracies = {
-        split: calc_accuracy_loader(loader, trainee, device)
-        for split, loader in zip(("train", "validation", "test"), train_loaders, strict=True)
-    }
+    with autocast(device, settings.precision):
+        accuracies = {
+            split: calc_accuracy_loader(loader, trainee, device)
+            for split, loader in zip(("train", "validation", "test"), train_loaders, strict=True)
+        }
+    recipe_seconds = time.perf_counter() - recipe_start
     log(
         "Accuracy on every example: "
         + " | ".join(f"{split} {value * 100:.2f}%" for split, value in accuracies.items())
@@ -224,6 +230,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         path_description=description,
         prefix_seconds=prefix_seconds,
         train_seconds=history.seconds,
+        recipe_seconds=recipe_seconds,
         device=str(device),
     )
 

@@ -20,7 +20,7 @@ from ch06_classification.checkpoint import ClassifierInfo, load_classifier
 from ch06_classification.classifier import LABELS, classified_positions
 from ch06_classification.dataset import encode_message
 from ch06_classification.fast_path import logits_at
-from ch06_classification.training import pick_device
+from ch06_classification.training import autocast, pick_device
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID, get_tokenizer
@@ -85,21 +85,23 @@ class SpamClassifier:
         info: ClassifierInfo,
         device: torch.device | str = "cpu",
         batch_size: int = 32,
+        precision: str = "fp32",
     ) -> None:
         self.model = model.to(device).eval()
         self.info = info
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.precision = precision  # "bf16": matrix multiplications in bfloat16
         self.tokenizer = get_tokenizer()
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", batch_size: int = 32
+        cls, path: str | Path, device: str = "auto", batch_size: int = 32, precision: str = "fp32"
     ) -> SpamClassifier:
         """Load a checkpoint file (or a run folder holding ``model.safetensors``)."""
         target = pick_device(device)
         model, info = load_classifier(path, device=target)
-        return cls(model, info, target, batch_size)
+        return cls(model, info, target, batch_size, precision)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -155,7 +157,8 @@ class SpamClassifier:
                 ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
             lengths = torch.tensor([len(encoded[i]) for i in chunk])
             positions = classified_positions(lengths, width, self.info.token_position)
-            logits = logits_at(self.model, ids.to(self.device), positions.to(self.device))
+            with autocast(self.device, self.precision):
+                logits = logits_at(self.model, ids.to(self.device), positions.to(self.device))
             probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probabilities
 

@@ -75,6 +75,7 @@ def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
             "training_path_description": result.path_description,
             "prefix_cache_seconds": round(result.prefix_seconds, 3),
             "training_seconds": round(result.train_seconds, 3),
+            "recipe_seconds": round(result.recipe_seconds, 3),
             "examples_seen": history.examples_seen,
             "steps": history.steps,
             "device": result.device,
