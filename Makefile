@@ -31,5 +31,9 @@ lint: $(VENV)/.installed
 benchmark: $(VENV)/.installed
 	$(PY) scripts/benchmark.py $(ARGS)
 
+notebooks: $(VENV)/.installed
+	$(PY) -m pip install --quiet jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

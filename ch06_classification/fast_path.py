@@ -112,8 +112,10 @@ def last_position_block(
     # Keys and values are computed for those positions only, not for the padding after.
     visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
     normed = block.norm1(x[visible])  # [visible tokens, emb]
-    keys = x.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), att.W_key(normed))
-    values = x.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), att.W_value(normed))
+    keys, values = (
+        projected.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), projected)
+        for projected in (att.W_key(normed), att.W_value(normed))
+    )
 
     x_at = x[rows, positions]  # [batch, emb]: the only position whose output is read
     query = att.W_query(block.norm1(x_at)).unsqueeze(1)  # [batch, 1, emb]

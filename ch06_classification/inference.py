@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ch06_classification.checkpoint import ClassifierInfo, load_classifier
 from ch06_classification.classifier import LABELS, classified_positions

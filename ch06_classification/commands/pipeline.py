@@ -80,10 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = new_run_dir(args.runs_dir)
     steps = step_arguments(args, run_dir)
-    for number, argv in enumerate(steps, start=1):
-        print(f"\n=== Step {number}/{len(steps)}: gpt-spam {' '.join(argv)}\n", flush=True)
-        status = main(argv)
-        if status:
-            return status
+    try:
+        for number, argv in enumerate(steps, start=1):
+            print(f"\n=== Step {number}/{len(steps)}: gpt-spam {' '.join(argv)}\n", flush=True)
+            status = main(argv)
+            if status:
+                return status
+    finally:
+        if not any(run_dir.iterdir()):  # a step failed before training saved anything
+            run_dir.rmdir()
     print(f"\nDone. Everything this run made is in {run_dir}/")
     return 0
