@@ -100,14 +100,17 @@ def load_classifier(
     """The model stored at ``path``, in evaluation mode, and its description."""
     path = _existing(path)
     info = read_classifier_info(path)
-    model = add_classification_head(GPTModel(info.config), num_classes=len(info.labels))
+    # Built on the "meta" device (shapes only): its random initialisation, which would take
+    # a second for gpt2-small, is never drawn, since every tensor comes from the file.
+    with torch.device("meta"):
+        model = add_classification_head(GPTModel(info.config), num_classes=len(info.labels))
     try:
         with safe_open(path, framework="pt") as file:
             tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt ({error})") from error
     check_matches(model, tensors, path)
-    model.load_state_dict(tensors)
+    model.load_state_dict(tensors, assign=True)
     return model.to(device).eval(), info
 
 

@@ -75,7 +75,6 @@ class MultiHeadAttention(nn.Module):
         self,
         d_in: int,
         d_out: int,
-        context_length: int,
         dropout: float,
         num_heads: int,
         qkv_bias: bool = False,
@@ -93,10 +92,6 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
-        # True above the diagonal = "may not look there" (a later position). A buffer, so it
-        # follows the model to its device, but not persistent: it is not a learned weight.
-        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
-        self.register_buffer("mask", mask, persistent=False)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, tokens, d_out] -> [batch, heads, tokens, head_dim]."""
@@ -127,7 +122,11 @@ class MultiHeadAttention(nn.Module):
         else:
             # The lesson: scores, causal mask, scaled softmax, weighted sum of values.
             attn_scores = queries @ keys.transpose(2, 3)
-            causal_mask = self.mask[:num_tokens, :num_tokens]
+            # True above the diagonal: a later position, which a token may not look at.
+            # (The book keeps this matrix as a buffer; building it here costs nothing and
+            # leaves the module with nothing but learned weights.)
+            causal_mask = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device)
+            causal_mask = causal_mask.triu(diagonal=1)
             attn_scores = attn_scores.masked_fill(causal_mask, float("-inf"))
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
@@ -144,7 +143,6 @@ class TransformerBlock(nn.Module):
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim,
             d_out=cfg.emb_dim,
-            context_length=cfg.context_length,
             dropout=cfg.drop_rate,
             num_heads=cfg.n_heads,
             qkv_bias=cfg.qkv_bias,
@@ -210,6 +208,20 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def uninitialized_gpt(cfg: GPTConfig) -> GPTModel:
+    """A ``GPTModel`` whose weights are left uninitialised, to be overwritten by a load.
+
+    Drawing 124M (or 1.5B) random numbers only to replace them takes seconds; building the
+    model on PyTorch's "meta" device (shapes, no storage) and then allocating empty
+    storage skips that.
+    """
+    with torch.device("meta"):
+        model = GPTModel(cfg)
+    model.to_empty(device="cpu")
+    model.out_head.weight = model.tok_emb.weight  # to_empty gives shared weights separate storage
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 
 from gpt.config import HF_REPOS, GPTConfig, get_config
 from gpt.errors import UserFacingError
-from gpt.model import GPTModel
+from gpt.model import GPTModel, uninitialized_gpt
 
 WEIGHTS_DIR_ENV = "GPT2_WEIGHTS_DIR"
 WEIGHTS_FILENAME = "model.safetensors"
@@ -273,6 +273,6 @@ def load_pretrained_gpt(
     """A ``GPTModel`` of a released size with OpenAI's weights (local folder or download)."""
     cfg = get_config(preset, **config_overrides)
     path = find_weights(preset, weights_dir)
-    model = GPTModel(cfg)
+    model = uninitialized_gpt(cfg)  # every weight is assigned below
     load_weights_into_gpt(model, path)
     return model.eval()

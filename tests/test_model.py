@@ -44,8 +44,8 @@ def test_gelu_is_the_tanh_approximation():
 @pytest.mark.parametrize("num_tokens", [1, 7, 32])
 def test_manual_and_fused_attention_agree(num_tokens):
     torch.manual_seed(0)
-    manual = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, fused=False)
-    fused = MultiHeadAttention(48, 48, 32, 0.0, num_heads=4, qkv_bias=True, fused=True)
+    manual = MultiHeadAttention(48, 48, 0.0, num_heads=4, qkv_bias=True, fused=False)
+    fused = MultiHeadAttention(48, 48, 0.0, num_heads=4, qkv_bias=True, fused=True)
     fused.load_state_dict(manual.state_dict())
     x = torch.randn(3, num_tokens, 48)
     torch.testing.assert_close(manual(x), fused(x), rtol=0, atol=1e-5)

@@ -163,6 +163,7 @@ def test_load_pretrained_gpt_from_a_local_folder(tmp_path):
     # gpt2-small's preset with the shape overridden to the tiny checkpoint's
     model = load_pretrained_gpt("gpt2-small", tmp_path, emb_dim=32, n_heads=2, n_layers=1)
     assert not model.training
+    assert model.out_head.weight is model.tok_emb.weight  # still tied after a load
     ids = torch.tensor([[6109, 3626, 6100, 345]])  # "Every effort moves you"
     with torch.no_grad():
         torch.testing.assert_close(model(ids), hf_model(ids).logits, rtol=0, atol=1e-4)
