@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ch06_classification.commands.options import add_device_option, positive_int, probability
+from ch06_classification.commands.options import add_classifying_options, add_device_option
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -110,22 +110,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="a run folder or its model.safetensors (default: the latest finished run in runs/)",
     )
-    parser.add_argument(
-        "--threshold",
-        type=probability,
-        default=0.5,
-        help="spam when the spam probability is at least this (default: %(default)s)",
-    )
+    add_classifying_options(parser)
     parser.add_argument(
         "--json",
         action="store_true",
         help='one JSON object per line: {"text", "label", "spam_probability"}',
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=32,
-        help="messages per batch (default: %(default)s)",
     )
     add_device_option(parser)
     parser.add_argument(

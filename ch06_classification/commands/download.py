@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ch06_classification.commands.options import add_data_dir_option, add_model_options
+from ch06_classification.commands.options import (
+    add_data_dir_option,
+    add_model_options,
+    add_sms_source_option,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,14 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_dir_option(parser)
     add_model_options(parser)
-    parser.add_argument(
-        "--sms-source",
-        metavar="PATH",
-        help=(
-            "use this local sms_spam_collection.zip, or the SMSSpamCollection file inside "
-            "it, instead of downloading (default: $SMS_SPAM_SOURCE if set)"
-        ),
-    )
+    add_sms_source_option(parser)
     parser.set_defaults(run=run)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ch06_classification.commands.options import (
+    add_classifying_options,
     add_data_dir_option,
     add_device_option,
     add_run_dir_option,
-    positive_int,
-    probability,
 )
 
 
@@ -27,18 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_dir_option(parser)
     add_data_dir_option(parser)
     add_device_option(parser)
-    parser.add_argument(
-        "--threshold",
-        type=probability,
-        default=0.5,
-        help="spam when the spam probability is at least this (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=32,
-        help="messages per batch (default: %(default)s)",
-    )
+    add_classifying_options(parser)
     parser.set_defaults(run=run)
 
 

@@ -17,6 +17,18 @@ def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sms_source_option(parser: argparse.ArgumentParser) -> None:
+    """``--sms-source``: a local copy of the dataset instead of the download."""
+    parser.add_argument(
+        "--sms-source",
+        metavar="PATH",
+        help=(
+            "use this local sms_spam_collection.zip, or the SMSSpamCollection file inside "
+            "it, instead of downloading (default: $SMS_SPAM_SOURCE if set)"
+        ),
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
     from gpt.config import PRESETS
@@ -61,6 +73,22 @@ def add_run_dir_option(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="DIR",
         help="the training run to use (default: the latest finished one in runs/)",
+    )
+
+
+def add_classifying_options(parser: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--batch-size``: how a trained model classifies messages."""
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="spam when the spam probability is at least this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="messages per batch (default: %(default)s)",
     )
 
 

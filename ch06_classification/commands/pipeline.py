@@ -13,6 +13,7 @@ from ch06_classification.commands.options import (
     add_data_dir_option,
     add_device_option,
     add_model_options,
+    add_sms_source_option,
     positive_int,
 )
 
@@ -35,11 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_data_dir_option(parser)
     add_model_options(parser)
-    parser.add_argument(
-        "--sms-source",
-        metavar="PATH",
-        help="a local copy of the dataset (zip or TSV) instead of downloading it",
-    )
+    add_sms_source_option(parser)
     parser.add_argument(
         "--runs-dir",
         type=Path,
