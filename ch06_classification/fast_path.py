@@ -21,6 +21,7 @@ loaders draw exactly the same shuffled batches.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -63,6 +64,14 @@ def encode_prefix(
     for i, sequence in enumerate(sequences):
         first_seen.setdefault(tuple(sequence.tolist()), i)
     order = sorted(first_seen.values(), key=lambda i: len(sequences[i]))
+    blocks = model.trf_blocks[:num_blocks]
+    if precision == "bf16":
+        # Autocast would convert every frozen weight to bfloat16 again for every batch;
+        # converting a copy once does the same arithmetic without the repeated traffic.
+        blocks = copy.deepcopy(blocks)
+        for module in blocks.modules():
+            if isinstance(module, nn.Linear):  # LayerNorm stays float32, as autocast wants
+                module.to(torch.bfloat16)
     features: dict[int, torch.Tensor] = {}
     was_training = model.training
     model.eval()
@@ -73,7 +82,7 @@ def encode_prefix(
             ids[row, : len(sequences[i])] = sequences[i]
         with autocast(device, precision):
             x = model.embed(ids.to(device))
-            for block in model.trf_blocks[:num_blocks]:
+            for block in blocks:
                 x = block(x)
         for row, i in enumerate(chunk):
             features[i] = x[row, : len(sequences[i])].float().clone()

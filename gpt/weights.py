@@ -10,8 +10,11 @@ with three twists, each explained where it happens below.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,17 +78,24 @@ def download_weights(
     resuming an interrupted download, and a size check before an ``.incomplete`` file is
     renamed into place, so a half-downloaded file is never taken for a complete one.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     get_config(preset)  # a clear error for an unknown preset
     repo_id = HF_REPOS[preset]
+    # OpenAI's weights never change: a cached copy is used without asking the Hub again
+    # (which, offline, would retry for half a minute before falling back to the cache).
+    cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
+    if isinstance(cached, str):
+        return Path(cached)
+    where = endpoint or "huggingface.co"
+    print(f"Downloading {repo_id}/{WEIGHTS_FILENAME} from {where} (once; cached afterwards)")
     try:
-        path = hf_hub_download(
-            repo_id=repo_id, filename=WEIGHTS_FILENAME, cache_dir=cache_dir, endpoint=endpoint
-        )
+        with _quiet_retry_warnings():
+            path = hf_hub_download(
+                repo_id=repo_id, filename=WEIGHTS_FILENAME, cache_dir=cache_dir, endpoint=endpoint
+            )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        where = endpoint or "huggingface.co"
         raise WeightsError(
             f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} "
             f"({type(error).__name__}); to use weights you already have, put "
@@ -93,6 +103,18 @@ def download_weights(
             f"(or set {WEIGHTS_DIR_ENV}=FOLDER)"
         ) from error
     return Path(path)
+
+
+@contextmanager
+def _quiet_retry_warnings() -> Iterator[None]:
+    """huggingface_hub logs each retry of a failed request; the error we raise says it all."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def find_weights(

@@ -68,3 +68,15 @@ def tokenizer():
     from gpt.tokenizer import get_tokenizer
 
     return get_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def gpt2_small_checkpoint(tmp_path_factory):
+    """A transformers GPT-2 of gpt2-small's full shape (random weights), and its weights
+    written as OpenAI's released model.safetensors: (hf_model, path)."""
+    from gpt.config import get_config
+    from tests.checkpoints import hf_gpt2, write_openai_checkpoint
+
+    hf_model = hf_gpt2(get_config("gpt2-small"), seed=1)
+    folder = tmp_path_factory.mktemp("gpt2-small")
+    return hf_model, write_openai_checkpoint(hf_model, folder / "model.safetensors")

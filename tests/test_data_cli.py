@@ -119,3 +119,35 @@ def test_numbered_scripts_are_the_cli_steps(step: str, options: list[str]) -> No
     assert f"usage: gpt-spam {step}" in result.stdout
     for option in options:
         assert option in result.stdout
+
+
+@pytest.mark.slow
+def test_download_step_loads_local_weights_and_runs_the_sanity_check(
+    shared_data: Path, tmp_path: Path, gpt2_small_checkpoint, capsys: pytest.CaptureFixture
+) -> None:
+    _, weights = gpt2_small_checkpoint
+    zip_path = str(shared_data / "sms_spam_collection.zip")
+    args = ["--data-dir", str(tmp_path), "--sms-source", zip_path, "--weights-dir"]
+    assert main(["download", *args, str(weights.parent)]) == 0
+    out = capsys.readouterr().out
+    assert f"Weights: {weights}" in out
+    assert "Weights: every tensor of gpt2-small loaded and checked" in out
+    assert "Sanity check: 'Every effort moves you" in out
+
+
+def test_download_step_refuses_weights_of_another_size(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from gpt.config import GPTConfig
+    from tests.checkpoints import hf_gpt2, write_openai_checkpoint
+
+    tiny = write_openai_checkpoint(
+        hf_gpt2(GPTConfig(vocab_size=64, context_length=16, emb_dim=16, n_heads=2, n_layers=1)),
+        tmp_path / "weights" / "model.safetensors",
+    )
+    zip_path = str(shared_data / "sms_spam_collection.zip")
+    args = ["--data-dir", str(tmp_path / "data"), "--sms-source", zip_path]
+    assert main(["download", *args, "--weights-dir", str(tiny.parent)]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert f"gpt-spam download: error: {tiny}" in error and "is it a GPT-2 checkpoint" in error

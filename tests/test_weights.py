@@ -46,8 +46,14 @@ def test_small_config_matches_transformers(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpt2_small_shape_matches_transformers(tmp_path):
-    difference = max_logit_difference(get_config("gpt2-small"), tmp_path, batch=2, tokens=128)
+def test_gpt2_small_shape_matches_transformers(gpt2_small_checkpoint):
+    hf_model, path = gpt2_small_checkpoint
+    ours = GPTModel(get_config("gpt2-small")).eval()
+    load_weights_into_gpt(ours, path)
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 50257, (2, 128), generator=generator)
+    with torch.no_grad():
+        difference = (ours(ids) - hf_model(ids).logits).abs().max().item()
     print(f"gpt2-small shape: max |logit difference| vs transformers = {difference:.3g}")
     assert difference <= 1e-4
 
