@@ -68,6 +68,12 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
+def causal_mask(num_tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """[num_tokens, num_tokens], True above the diagonal: where a token would look at a
+    later one, which causal attention forbids."""
+    return torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device).triu(diagonal=1)
+
+
 class MultiHeadAttention(nn.Module):
     """Causal multi-head self-attention: each position attends to itself and earlier ones."""
 
@@ -122,12 +128,10 @@ class MultiHeadAttention(nn.Module):
         else:
             # The lesson: scores, causal mask, scaled softmax, weighted sum of values.
             attn_scores = queries @ keys.transpose(2, 3)
-            # True above the diagonal: a later position, which a token may not look at.
-            # (The book keeps this matrix as a buffer; building it here costs nothing and
-            # leaves the module with nothing but learned weights.)
-            causal_mask = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=x.device)
-            causal_mask = causal_mask.triu(diagonal=1)
-            attn_scores = attn_scores.masked_fill(causal_mask, float("-inf"))
+            # (The book keeps the mask as a buffer; building it here costs nothing and leaves
+            # the module with nothing but learned weights.)
+            mask = causal_mask(num_tokens, device=x.device)
+            attn_scores = attn_scores.masked_fill(mask, float("-inf"))
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values
