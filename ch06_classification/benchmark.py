@@ -75,34 +75,33 @@ def fast_path_flops(
     distinct_lengths: Sequence[int],
     train_batches: Sequence[Sequence[int]],
     eval_batches_per_epoch: int,
-    all_lengths: Sequence[int],
+    final_batches: Sequence[Sequence[int]],
     frozen_blocks: int,
     emb_dim: int,
+    n_heads: int,
     epochs: int,
 ) -> dict[str, float]:
     """FLOPs of the fast path, from the real token counts.
 
     - prefix: the frozen blocks, once over every distinct message's real tokens;
-    - training: per step, the last block's keys and values for every visible token, its
-      query side, feed-forward and the head at one token per message; backward ~2x forward;
+    - training: per message, the last block at its classified token (query, folded key and
+      value projections, output projection, feed-forward: 12 emb^2 weights) plus attention
+      scores and averages over the batch's padded width per head, and the head; backward
+      counted as twice the forward;
     - evaluation: forward passes of the same for the periodic and final evaluations.
     """
     d = emb_dim
 
-    def top_forward(lengths: Sequence[int]) -> float:
-        kv = 2 * sum(lengths) * 2 * d**2  # keys and values at every visible token
-        one_token = 2 * len(lengths) * 10 * d**2  # query, output, feed-forward at one token
-        attention = 2 * 2 * sum(lengths) * d
-        head = 2 * len(lengths) * d * 2
-        return kv + one_token + attention + head
+    def top_forward(lengths: Sequence[float]) -> float:
+        width = max(lengths)  # scores and averages run over the batch's padded width
+        per_message = 2 * 12 * d**2 + 2 * 2 * n_heads * width * d + 2 * d * 2
+        return len(lengths) * per_message
 
     prefix = sum(frozen_blocks * block_flops(n, n * (n + 1) // 2, d) for n in distinct_lengths)
     per_epoch = sum(3 * top_forward(batch) for batch in train_batches)
-    # Evaluation batches are drawn at random: count them as batches of the mean length.
-    batch_size = len(train_batches[0])
-    mean_length = sum(map(sum, train_batches)) / (batch_size * len(train_batches))
-    per_epoch += eval_batches_per_epoch * top_forward([mean_length] * batch_size)
-    final = top_forward(all_lengths)
+    # Evaluation batches are drawn at random: count them like an average training batch.
+    per_epoch += eval_batches_per_epoch * per_epoch / (3 * len(train_batches))
+    final = sum(top_forward(batch) for batch in final_batches)
     return {"prefix": prefix, "training": epochs * per_epoch, "final": final}
 
 
@@ -219,6 +218,7 @@ def work_of_the_fast_path(data_dir: str) -> dict[str, float]:
     sequences = [s for loader in loaders for s in classified_sequences(loader.dataset, "flexible")]
     distinct = {tuple(s.tolist()) for s in sequences}
     train_batches = [lengths.tolist() for _, _, lengths in loaders.train]
+    final_batches = [lengths.tolist() for loader in loaders for _, _, lengths in loader]
     steps = len(train_batches)
     evaluations = len(range(0, steps, settings.eval_freq)) * 2 + 2  # periodic, then accuracy
     cfg = get_config(settings.model)
@@ -226,9 +226,10 @@ def work_of_the_fast_path(data_dir: str) -> dict[str, float]:
         distinct_lengths=[len(s) for s in distinct],
         train_batches=train_batches,
         eval_batches_per_epoch=evaluations * settings.eval_iter,
-        all_lengths=[len(s) for s in sequences],
+        final_batches=final_batches,
         frozen_blocks=cfg.n_layers - 1,
         emb_dim=cfg.emb_dim,
+        n_heads=cfg.n_heads,
         epochs=RECIPE_EPOCHS,
     )
 

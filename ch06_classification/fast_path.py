@@ -25,7 +25,6 @@ import copy
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -109,32 +108,47 @@ def last_position_block(
 ) -> torch.Tensor:
     """``block(x)[row, positions[row]]`` for every row, computing only what that needs.
 
-    Keys and values come from every position up to the classified one; the query, the
-    attention output, the residuals and the feed-forward only from the classified position.
-    Assumes dropout 0 (the fast path's condition). x: [batch, tokens, emb] -> [batch, emb].
+    Only one query per row is needed, so the attention is rearranged (exactly, by the
+    associativity of matrix products) to avoid projecting every token to a key and a value:
+
+    - score of token n = q . (W_k x_n + b_k) = (W_k^T q) . x_n + q . b_k: fold the key
+      projection into the one query instead (q . b_k is the same for every n, which
+      softmax ignores, but it is kept so the key bias gets its gradient, zero, as in the
+      full block, and the optimizer treats it alike);
+    - output = sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v (the weights a_n sum
+      to 1): average the tokens first, then project the one average.
+
+    Here x_n is token n after the block's first LayerNorm, per head. This costs
+    O(tokens x emb) per head instead of O(tokens x emb^2). The residuals, the feed-forward
+    and the norms run at the classified position only. Assumes dropout 0 (the fast path's
+    condition). x: [batch, tokens, emb] -> [batch, emb].
     """
     att = block.att
     batch, num_tokens, emb_dim = x.shape
+    heads, head_dim = att.num_heads, att.head_dim
     rows = torch.arange(batch, device=x.device)
 
-    # The causal mask seen from the classified position: keys 0..position are visible.
-    # Keys and values are computed for those positions only, not for the padding after.
-    visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
-    normed = block.norm1(x[visible])  # [visible tokens, emb]
-    keys, values = (
-        projected.new_zeros(batch, num_tokens, emb_dim).index_put((visible,), projected)
-        for projected in (att.W_key(normed), att.W_value(normed))
-    )
-
+    normed = block.norm1(x)  # [batch, tokens, emb]
     x_at = x[rows, positions]  # [batch, emb]: the only position whose output is read
-    query = att.W_query(block.norm1(x_at)).unsqueeze(1)  # [batch, 1, emb]
-    context = F.scaled_dot_product_attention(
-        att.split_heads(query),
-        att.split_heads(keys),
-        att.split_heads(values),
-        attn_mask=visible[:, None, None],
-    )
-    hidden = x_at + att.out_proj(att.merge_heads(context).squeeze(1))
+    query = att.W_query(normed[rows, positions]).view(batch, heads, head_dim)
+    key_weight = att.W_key.weight.view(heads, head_dim, emb_dim)
+    value_weight = att.W_value.weight.view(heads, head_dim, emb_dim)
+
+    folded_query = torch.einsum("bhd,hde->bhe", query, key_weight)  # W_k^T q, per head
+    scores = torch.einsum("bhe,bte->bht", folded_query, normed)
+    if att.W_key.bias is not None:
+        scores = scores + (query * att.W_key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
+    scores = scores / head_dim**0.5
+    # The causal mask seen from the classified position: tokens 0..position are visible.
+    visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
+    scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # [batch, heads, tokens]
+    average = torch.einsum("bht,bte->bhe", weights, normed)  # sum_n a_n x_n, per head
+    context = torch.einsum("bhe,hde->bhd", average, value_weight)
+    if att.W_value.bias is not None:
+        context = context + att.W_value.bias.view(heads, head_dim)
+
+    hidden = x_at + att.out_proj(context.reshape(batch, emb_dim))
     return hidden + block.ff(block.norm2(hidden))
 
 
@@ -236,10 +250,14 @@ def prepare_fast_path(
     the ``flexible`` token; the padded row for ``last``).
     """
     first_block = first_trainable_block(model)
-    loaders = []
+    # All splits in one call: a message repeated across splits is computed once.
+    everything = [sequence for sequences in sequences_per_split for sequence in sequences]
+    features = encode_prefix(model, everything, first_block, device, precision=precision)
+    loaders, start = [], 0
     for sequences, labels, token_loader in zip(
         sequences_per_split, labels_per_split, token_loaders, strict=True
     ):
-        features = encode_prefix(model, sequences, first_block, device, precision=precision)
-        loaders.append(loader_like(token_loader, PrefixFeatures(features, labels)))
+        split_features = features[start : start + len(sequences)]
+        start += len(sequences)
+        loaders.append(loader_like(token_loader, PrefixFeatures(split_features, labels)))
     return PrefixCachedClassifier(model, first_block), loaders

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from ch06_classification.benchmark import block_flops, fast_path_flops
 
 
@@ -13,26 +11,24 @@ def test_block_flops_counts_weights_and_attention():
 
 
 def test_fast_path_flops_by_hand():
-    d = 4
+    d, heads = 4, 2
     work = fast_path_flops(
         distinct_lengths=[2, 3],
         train_batches=[[2, 3]],
         eval_batches_per_epoch=1,
-        all_lengths=[2, 3, 2],
+        final_batches=[[2, 3], [2]],
         frozen_blocks=2,
         emb_dim=d,
+        n_heads=heads,
         epochs=3,
     )
     # prefix: 2 blocks x (length 2: 2*2*12*16 + 4*3*4 = 768 + 48; length 3: 1152 + 96)
     assert work["prefix"] == 2 * (816 + 1248)
 
-    def top(lengths):  # keys/values + one-token layers + attention + head
-        n = sum(lengths)
-        return (
-            2 * n * 2 * d**2 + 2 * len(lengths) * 10 * d**2 + 4 * n * d + 2 * len(lengths) * d * 2
-        )
+    def per_message(width):  # 12 d^2 weights, scores + averages per head, the 2-way head
+        return 2 * 12 * d**2 + 2 * 2 * heads * width * d + 2 * d * 2
 
-    # per epoch: forward + backward (3x forward) of the one batch, plus one evaluation batch
-    # of the mean length (5 tokens over 2 messages -> 2.5 each)
-    assert work["training"] == pytest.approx(3 * (3 * top([2, 3]) + top([2.5, 2.5])))
-    assert work["final"] == top([2, 3, 2])
+    batch = 2 * per_message(3)  # two messages, padded width 3
+    # per epoch: forward + backward (3x forward) of the batch, plus one evaluation batch
+    assert work["training"] == 3 * (3 * batch + batch)
+    assert work["final"] == batch + per_message(2)
