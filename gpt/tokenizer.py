@@ -23,8 +23,8 @@ def get_tokenizer() -> tiktoken.Encoding:
         return tiktoken.get_encoding("gpt2")
     except Exception as error:  # tiktoken raises plain requests/OS errors here
         raise UserFacingError(
-            "could not load the GPT-2 tokenizer files "
-            f"({type(error).__name__}: {error}); tiktoken downloads them once from "
+            f"could not load the GPT-2 tokenizer files ({type(error).__name__}); "
+            "tiktoken downloads them once from "
             "openaipublic.blob.core.windows.net: connect to the internet once, or set "
             "TIKTOKEN_CACHE_DIR to a folder that holds them"
         ) from error
