@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gpt.config import get_config
-from gpt.model import GPTModel
+from gpt.model import GPTModel, count_parameters
 from gpt.weights import load_pretrained_gpt
 
 LABELS = ("not spam", "spam")  # class 0 and class 1, as in the book
@@ -147,6 +147,6 @@ def build_classifier(
 
 def describe_trainable(model: nn.Module) -> str:
     """E.g. 'Trainable parameters: 7,090,946 of 124,441,346 (5.70%)'."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = count_parameters(model)
+    trainable = count_parameters(model, trainable_only=True)
     return f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)"

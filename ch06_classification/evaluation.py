@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ch06_classification.checkpoint import CHECKPOINT_NAME
 from ch06_classification.datafiles import SPLIT_FILES
 from ch06_classification.inference import SpamClassifier
@@ -27,13 +25,6 @@ from ch06_classification.runs import write_json
 from ch06_classification.splits import read_split, texts_seen_in
 
 EVALUATION_FILE = "evaluation.json"
-
-
-def spam_probabilities(
-    classifier: SpamClassifier, texts: list[str], progress: bool = False
-) -> np.ndarray:
-    encoded = [classifier.encode(text) for text in texts]
-    return classifier.predict_proba_encoded(encoded, progress)[:, 1]
 
 
 def evaluate_run(
@@ -58,7 +49,7 @@ def evaluate_run(
         name = "realistic" if split == "test_realistic" else split
         log(f"Classifying {len(frame):,} {name} messages ...")
         labels[name] = frame["Label"].to_numpy()
-        scores[name] = spam_probabilities(classifier, frame["Text"].tolist())
+        scores[name] = classifier.predict_proba(frame["Text"].tolist())[:, 1]
     labels["test (unseen)"], scores["test (unseen)"] = (
         labels["test"][unseen],
         scores["test"][unseen],

@@ -59,9 +59,10 @@ def encode_prefix(
     sequences are batched by length, so a batch is padded only to its own longest row (the
     padding's outputs are sliced off: under the causal mask they never touch real tokens).
     """
+    keys = [tuple(sequence.tolist()) for sequence in sequences]
     first_seen: dict[tuple[int, ...], int] = {}
-    for i, sequence in enumerate(sequences):
-        first_seen.setdefault(tuple(sequence.tolist()), i)
+    for i, key in enumerate(keys):
+        first_seen.setdefault(key, i)
     order = sorted(first_seen.values(), key=lambda i: len(sequences[i]))
     blocks = model.trf_blocks[:num_blocks]
     if precision == "bf16":
@@ -86,7 +87,7 @@ def encode_prefix(
         for row, i in enumerate(chunk):
             features[i] = x[row, : len(sequences[i])].float().clone()
     model.train(was_training)
-    return [features[first_seen[tuple(sequence.tolist())]] for sequence in sequences]
+    return [features[first_seen[key]] for key in keys]
 
 
 def _batches_by_length(

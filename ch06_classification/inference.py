@@ -129,8 +129,12 @@ class SpamClassifier:
     def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | list[str]:
         """ "spam" or "not spam" per message: spam when its spam probability >= ``threshold``."""
         probabilities = np.atleast_2d(self.predict_proba(texts))
-        labels = [self.labels[int(p >= threshold)] for p in probabilities[:, 1]]
+        labels = self.labels_at(probabilities[:, 1], threshold)
         return labels[0] if isinstance(texts, str) else labels
+
+    def labels_at(self, spam_probabilities: Sequence[float], threshold: float) -> list[str]:
+        """The decision rule: spam when the spam probability is at least ``threshold``."""
+        return [self.labels[int(p >= threshold)] for p in spam_probabilities]
 
     @torch.inference_mode()
     def predict_proba_encoded(

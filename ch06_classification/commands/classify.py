@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
         batches = math.ceil(len(encoded) / args.batch_size)
         progress = show_progress(batches) if args.progress is None else args.progress
         spam_probabilities = classifier.predict_proba_encoded(encoded, progress)[:, 1]
-        # The rule of SpamClassifier.predict: spam from the threshold up.
-        labels = [classifier.labels[int(p >= args.threshold)] for p in spam_probabilities]
+        labels = classifier.labels_at(spam_probabilities, args.threshold)
         print_results(kept, labels, spam_probabilities, classifier.labels, args.json)
         cut = sum(was_cut(classifier, m.text, ids) for m, ids in zip(kept, encoded, strict=True))
         if cut:

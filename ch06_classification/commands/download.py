@@ -50,7 +50,7 @@ def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
         print("Weights: random initialisation requested, nothing to download")
         return
     from gpt.config import get_config
-    from gpt.model import GPTModel
+    from gpt.model import uninitialized_gpt
     from gpt.weights import find_weights, load_weights_into_gpt, verify_cached_download
 
     path = find_weights(preset, weights_dir)
@@ -58,7 +58,7 @@ def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
         print(f"Weights: {path} (SHA-256 verified)")
     else:
         print(f"Weights: {path}")
-    model = GPTModel(get_config(preset)).eval()
+    model = uninitialized_gpt(get_config(preset)).eval()  # every weight is loaded below
     load_weights_into_gpt(model, path)
     print(f"Weights: every tensor of {preset} loaded and checked")
     # The chapter's sanity check: pretrained GPT-2 continues a sentence sensibly.

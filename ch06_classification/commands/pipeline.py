@@ -61,12 +61,12 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     source = ["--sms-source", str(args.sms_source)] if args.sms_source else []
     device = ["--device", args.device]
     training = ["--epochs", str(args.epochs), "--precision", args.precision]
-    run = ["--run-dir", str(run_dir)]
+    to_run = ["--run-dir", str(run_dir)]
     return [
         ["download", *data, *model, *source],
         ["split", *data],
-        ["train", *data, *model, *device, *training, *run],
-        ["evaluate", *data, *device, *run],
+        ["train", *data, *model, *device, *training, *to_run],
+        ["evaluate", *data, *device, *to_run],
         ["classify", *device, "--checkpoint", str(run_dir), *SAMPLE_MESSAGES],
     ]
 
