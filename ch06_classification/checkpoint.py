@@ -21,6 +21,7 @@ from ch06_classification.classifier import LABELS, add_classification_head
 from ch06_classification.datafiles import atomic_output
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
+from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
 
@@ -46,6 +47,8 @@ class ClassifierInfo:
     trainable_layers: str = "last_block"
     tokenizer: str = "gpt2"
     pad_token_id: int = END_OF_TEXT_ID
+    average_embeddings: bool = False  # the outputs averaged over the row, not one token read
+    lora: dict[str, float] | None = None  # {"rank", "alpha"} of LoRA adapters, if trained so
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the training settings
 
     def to_json(self) -> str:
@@ -104,6 +107,8 @@ def load_classifier(
     # a second for gpt2-small, is never drawn, since every tensor comes from the file.
     with torch.device("meta"):
         model = add_classification_head(GPTModel(info.config), num_classes=len(info.labels))
+        if info.lora:  # the checkpoint holds the adapters beside the weights they adapt
+            replace_linear_with_lora(model, int(info.lora["rank"]), info.lora["alpha"])
     try:
         with safe_open(path, framework="pt") as file:
             tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118

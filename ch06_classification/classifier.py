@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from gpt.config import get_config
+from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters
 from gpt.weights import load_pretrained_gpt
 
@@ -31,7 +32,8 @@ LABELS = ("not spam", "spam")  # class 0 and class 1, as in the book
 TOKEN_POSITIONS = ("flexible", "last", "first")
 
 # What is fine-tuned (the book's bonus experiments); everything else stays frozen.
-TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
+# "lora" trains low-rank adapters beside every linear layer instead (appendix E).
+TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
 
 
 def add_classification_head(model: GPTModel, num_classes: int = 2, seed: int = 123) -> GPTModel:
@@ -48,7 +50,7 @@ def add_classification_head(model: GPTModel, num_classes: int = 2, seed: int = 1
 
 
 def trainable_modules(model: GPTModel, trainable_layers: str) -> list[nn.Module]:
-    """The modules that are fine-tuned for a ``TRAINABLE_LAYERS`` choice."""
+    """The modules that are fine-tuned for a ``TRAINABLE_LAYERS`` choice other than lora."""
     blocks = model.trf_blocks
     choices: dict[str, list[nn.Module]] = {
         "last_layer": [model.out_head],
@@ -61,12 +63,27 @@ def trainable_modules(model: GPTModel, trainable_layers: str) -> list[nn.Module]
     return choices[trainable_layers]
 
 
-def freeze_for_classification(model: GPTModel, trainable_layers: str = "last_block") -> GPTModel:
+def freeze_for_classification(
+    model: GPTModel,
+    trainable_layers: str = "last_block",
+    lora_rank: int = 16,
+    lora_alpha: float = 16,
+    seed: int = 123,
+) -> GPTModel:
     """Freeze every parameter, then unfreeze the part to fine-tune.
 
     Training only the top is enough: the lower blocks already compute general features of
     text, and the top block, the final norm and the new head learn to use them for spam.
+    ``"lora"`` freezes everything and wraps every ``nn.Linear`` (the new head too, as in
+    appendix E) with a trainable adapter of ``lora_rank``, scaled by alpha / rank; the
+    adapters' random part is drawn from ``seed`` without touching the global generator.
     """
+    if trainable_layers == "lora":
+        model.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            replace_linear_with_lora(model, lora_rank, lora_alpha)
+        return model
     modules = trainable_modules(model, trainable_layers)
     model.requires_grad_(False)
     for module in modules:
@@ -95,25 +112,46 @@ def classified_positions(
     raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}, not {token_position!r}")
 
 
+def needs_fixed_padding(token_position: str, causal: bool, average_embeddings: bool) -> bool:
+    """Whether every message must be padded to the same length, as the book does, for its
+    result not to depend on which other messages share its batch.
+
+    - ``last``: the last position of the row is classified; only with a common length is
+      that the same (padding) position for every message.
+    - no causal mask: every token attends to the padding after it, so the amount matters.
+    - averaged outputs: the average runs over the whole row, padding included.
+    Otherwise (the default) only real tokens reach the classified one, and a batch is
+    padded only to its own longest message.
+    """
+    return token_position == "last" or not causal or average_embeddings
+
+
 class GPTClassifier(nn.Module):
     """A GPT-2 with a class head that reads one token per message: ids -> [batch, classes].
 
     ``forward(input_ids, lengths)`` runs the whole model on the padded batch, as the book
     does, then keeps the logits of the classified token of each row. ``lengths`` (the
     number of real tokens per row) is what makes the ``flexible`` choice possible.
+    ``average_embeddings=True`` averages the logits over every position of the row instead,
+    padding included (the book's bonus experiment; the token position is then ignored).
     """
 
-    def __init__(self, gpt: GPTModel, token_position: str = "flexible") -> None:
+    def __init__(
+        self, gpt: GPTModel, token_position: str = "flexible", average_embeddings: bool = False
+    ) -> None:
         super().__init__()
         if token_position not in TOKEN_POSITIONS:
             raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}")
         self.gpt = gpt
         self.token_position = token_position
+        self.average_embeddings = average_embeddings
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if lengths is None:  # no padding: every row is all real tokens
             lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], device=input_ids.device)
         logits = self.gpt(input_ids)  # [batch, tokens, classes]
+        if self.average_embeddings:
+            return logits.mean(dim=1)
         positions = classified_positions(lengths, input_ids.shape[1], self.token_position)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         return logits[rows, positions]
@@ -126,6 +164,8 @@ def build_classifier(
     weights_dir: str | Path | None = None,
     labels: Sequence[str] = LABELS,
     seed: int = 123,
+    lora_rank: int = 16,
+    lora_alpha: float = 16,
     **config_overrides: object,
 ) -> GPTModel:
     """GPT-2 (pretrained, or randomly initialised from ``seed``) made into a classifier.
@@ -142,7 +182,7 @@ def build_classifier(
     else:
         raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
     add_classification_head(model, num_classes=len(labels), seed=seed)
-    return freeze_for_classification(model, trainable_layers)
+    return freeze_for_classification(model, trainable_layers, lora_rank, lora_alpha, seed)
 
 
 def describe_trainable(model: nn.Module) -> str:

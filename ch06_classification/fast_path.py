@@ -28,20 +28,39 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ch06_classification.classifier import first_trainable_block
+from ch06_classification.classifier import classified_positions, first_trainable_block
+from ch06_classification.dataset import SpamDataset
 from ch06_classification.training import autocast
 from gpt.model import GPTModel, TransformerBlock
 
 
-def fast_path_unavailable_reason(model: GPTModel, token_position: str) -> str | None:
+def fast_path_unavailable_reason(model: GPTModel) -> str | None:
     """Why the fast path cannot train ``model`` exactly, or None when it can."""
     if model.cfg.drop_rate > 0:
         return f"dropout is {model.cfg.drop_rate}, so the frozen blocks are not deterministic"
-    if token_position not in ("flexible", "last"):
-        return f"the {token_position!r} token is classified (the fast path reads the last one)"
     if any(p.requires_grad for p in (model.tok_emb.weight, model.pos_emb.weight)):
         return "the embeddings are trainable, so no prefix of the model is frozen"
     return None
+
+
+def classified_sequences(
+    dataset: SpamDataset, token_position: str, causal: bool = True, whole_rows: bool = False
+) -> list[torch.Tensor]:
+    """The token ids each message's prediction depends on, as the dataset holds its rows.
+
+    Under the causal mask, the classified token's output depends only on the tokens up to
+    it, so each row is cut just after it: the real tokens for ``flexible``, the whole padded
+    row for ``last`` (its last position is padding), and one token for ``first``. Without
+    the mask, or when every position is read (``whole_rows``: averaged outputs), every
+    token of the row counts.
+    """
+    rows = [torch.tensor(ids) for ids in dataset.encoded_texts]
+    if not causal or whole_rows:
+        return rows
+    return [
+        row[: int(classified_positions(length, len(row), token_position)) + 1]
+        for row, length in zip(rows, dataset.lengths, strict=True)
+    ]
 
 
 @torch.inference_mode()
@@ -64,6 +83,9 @@ def encode_prefix(
     for i, key in enumerate(keys):
         first_seen.setdefault(key, i)
     order = sorted(first_seen.values(), key=lambda i: len(sequences[i]))
+    lengths = [len(s) for s in sequences]
+    # Without the causal mask, padding a batch would change what real tokens attend to.
+    equal_lengths = not model.cfg.causal
     blocks = model.trf_blocks[:num_blocks]
     if precision == "bf16":
         # Autocast would convert every frozen weight to bfloat16 again for every batch;
@@ -75,7 +97,7 @@ def encode_prefix(
     features: dict[int, torch.Tensor] = {}
     was_training = model.training
     model.eval()
-    for chunk in _batches_by_length(order, [len(s) for s in sequences], tokens_per_batch):
+    for chunk in _batches_by_length(order, lengths, tokens_per_batch, equal_lengths):
         longest = len(sequences[chunk[-1]])
         ids = torch.zeros(len(chunk), longest, dtype=torch.long)
         for row, i in enumerate(chunk):
@@ -91,13 +113,15 @@ def encode_prefix(
 
 
 def _batches_by_length(
-    order: Sequence[int], lengths: Sequence[int], tokens_per_batch: int
+    order: Sequence[int], lengths: Sequence[int], tokens_per_batch: int, equal_lengths: bool
 ) -> list[list[int]]:
     """Split ``order`` (sorted by length) into batches of at most ``tokens_per_batch``
-    padded tokens: many short sequences together, few long ones."""
+    padded tokens: many short sequences together, few long ones (with ``equal_lengths``,
+    only sequences of one length together)."""
     batches: list[list[int]] = []
     for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[i] <= tokens_per_batch:
+        same = not equal_lengths or (batches and lengths[batches[-1][0]] == lengths[i])
+        if batches and same and (len(batches[-1]) + 1) * lengths[i] <= tokens_per_batch:
             batches[-1].append(i)
         else:
             batches.append([i])
@@ -132,17 +156,17 @@ def last_position_block(
     normed = block.norm1(x)  # [batch, tokens, emb]
     x_at = x[rows, positions]  # [batch, emb]: the only position whose output is read
     query = att.W_query(normed[rows, positions]).view(batch, heads, head_dim)
-    key_weight = att.W_key.weight.view(heads, head_dim, emb_dim)
-    value_weight = att.W_value.weight.view(heads, head_dim, emb_dim)
+    key_weight = att.W_key.weight.reshape(heads, head_dim, emb_dim)
+    value_weight = att.W_value.weight.reshape(heads, head_dim, emb_dim)
 
     folded_query = torch.einsum("bhd,hde->bhe", query, key_weight)  # W_k^T q, per head
     scores = torch.einsum("bhe,bte->bht", folded_query, normed)
     if att.W_key.bias is not None:
         scores = scores + (query * att.W_key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
     scores = scores / head_dim**0.5
-    # The causal mask seen from the classified position: tokens 0..position are visible.
-    visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
-    scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
+    if att.causal:  # the causal mask seen from the classified position: tokens 0..position
+        visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
+        scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # [batch, heads, tokens]
     average = torch.einsum("bht,bte->bhe", weights, normed)  # sum_n a_n x_n, per head
     context = torch.einsum("bhe,hde->bhd", average, value_weight)
@@ -163,22 +187,53 @@ def logits_at(model: GPTModel, input_ids: torch.Tensor, positions: torch.Tensor)
     return model.out_head(model.final_norm(x))
 
 
+def classify_logits(
+    model: GPTModel,
+    input_ids: torch.Tensor,
+    lengths: torch.Tensor,
+    token_position: str,
+    average_embeddings: bool = False,
+) -> torch.Tensor:
+    """What a classifier trained with these settings outputs for a batch: [batch, classes].
+
+    For inference; the same numbers as ``GPTClassifier``, computing only what they need."""
+    if average_embeddings:  # every position is read
+        return model(input_ids).mean(dim=1)
+    positions = classified_positions(lengths, input_ids.shape[1], token_position)
+    return logits_at(model, input_ids, positions)
+
+
 class PrefixCachedClassifier(nn.Module):
     """The trainable top of a classifier, fed with cached outputs of its frozen bottom.
 
     ``forward(hidden, lengths)`` takes the hidden states after block ``first_block - 1``
-    ([batch, tokens, emb], right-padded) and classifies each row's token ``lengths - 1``.
-    It shares its modules with ``model``: training it trains the model.
+    ([batch, tokens, emb], right-padded) and the real lengths of the messages, and
+    classifies each row at ``token_position`` (or averages every position's output, with
+    ``average_embeddings``). It shares its modules with ``model``: training it trains the
+    model.
     """
 
-    def __init__(self, model: GPTModel, first_block: int) -> None:
+    def __init__(
+        self,
+        model: GPTModel,
+        first_block: int,
+        token_position: str = "flexible",
+        average_embeddings: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.first_block = first_block
+        self.token_position = token_position
+        self.average_embeddings = average_embeddings
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        positions = lengths - 1
         blocks = self.model.trf_blocks[self.first_block :]
+        if self.average_embeddings:  # every position is read: no shortcut in the last block
+            for block in blocks:
+                hidden = block(hidden)
+            # The head is linear, so the average of its outputs is its output of the average.
+            return self.model.out_head(self.model.final_norm(hidden).mean(dim=1))
+        positions = classified_positions(lengths, hidden.shape[1], self.token_position)
         for block in blocks[:-1]:  # every position: the next block needs their keys/values
             hidden = block(hidden)
         if len(blocks):
@@ -189,27 +244,30 @@ class PrefixCachedClassifier(nn.Module):
 
 
 class PrefixFeatures(Dataset):
-    """Cached hidden states with their labels; item ``i`` is ([tokens, emb], label)."""
+    """Cached hidden states with their labels and the messages' real lengths; item ``i`` is
+    ([tokens, emb], label, length)."""
 
-    def __init__(self, features: Sequence[torch.Tensor], labels: Sequence[int]) -> None:
+    def __init__(
+        self, features: Sequence[torch.Tensor], labels: Sequence[int], lengths: Sequence[int]
+    ) -> None:
         self.features = list(features)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.features[index], self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.features[index], self.labels[index], self.lengths[index]
 
 
 def collate_features(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch of cached hidden states: (hidden, labels, lengths)."""
-    features, labels = zip(*batch, strict=True)
-    lengths = torch.tensor([len(f) for f in features])
+    features, labels, lengths = zip(*batch, strict=True)
     hidden = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True)
-    return hidden, torch.stack(labels), lengths
+    return hidden, torch.stack(labels), torch.stack(lengths)
 
 
 def loader_like(token_loader: DataLoader, features: PrefixFeatures) -> DataLoader:
@@ -238,27 +296,33 @@ def loader_like(token_loader: DataLoader, features: PrefixFeatures) -> DataLoade
 
 def prepare_fast_path(
     model: GPTModel,
-    sequences_per_split: Sequence[Sequence[torch.Tensor]],
-    labels_per_split: Sequence[Sequence[int]],
     token_loaders: Sequence[DataLoader],
     device: torch.device,
     precision: str = "fp32",
+    token_position: str = "flexible",
+    average_embeddings: bool = False,
 ) -> tuple[PrefixCachedClassifier, list[DataLoader]]:
     """Encode every split's frozen prefix once; return the trainable top and its loaders.
 
-    ``sequences_per_split[i]`` holds the token ids each example of split ``i`` is
-    classified from, in the order of ``token_loaders[i]``'s dataset (real tokens only for
-    the ``flexible`` token; the padded row for ``last``).
+    ``token_loaders`` are the straightforward path's loaders (over ``SpamDataset`` s); the
+    returned ones draw the same batches of cached hidden states.
     """
     first_block = first_trainable_block(model)
+    datasets: list[SpamDataset] = [loader.dataset for loader in token_loaders]  # type: ignore[misc]
+    sequences_per_split = [
+        classified_sequences(d, token_position, model.cfg.causal, average_embeddings)
+        for d in datasets
+    ]
     # All splits in one call: a message repeated across splits is computed once.
     everything = [sequence for sequences in sequences_per_split for sequence in sequences]
     features = encode_prefix(model, everything, first_block, device, precision=precision)
     loaders, start = [], 0
-    for sequences, labels, token_loader in zip(
-        sequences_per_split, labels_per_split, token_loaders, strict=True
+    for sequences, dataset, token_loader in zip(
+        sequences_per_split, datasets, token_loaders, strict=True
     ):
         split_features = features[start : start + len(sequences)]
         start += len(sequences)
-        loaders.append(loader_like(token_loader, PrefixFeatures(split_features, labels)))
-    return PrefixCachedClassifier(model, first_block), loaders
+        cached = PrefixFeatures(split_features, dataset.labels, dataset.lengths)
+        loaders.append(loader_like(token_loader, cached))
+    top = PrefixCachedClassifier(model, first_block, token_position, average_embeddings)
+    return top, loaders

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,18 +21,25 @@ from ch06_classification.classifier import (
     build_classifier,
     describe_trainable,
     first_trainable_block,
+    needs_fixed_padding,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
-from ch06_classification.fast_path import fast_path_unavailable_reason, prepare_fast_path
+from ch06_classification.fast_path import (
+    classified_sequences,
+    fast_path_unavailable_reason,
+    prepare_fast_path,
+)
+from ch06_classification.metrics import binary_metrics
 from ch06_classification.training import (
     TrainingHistory,
     autocast,
-    calc_accuracy_loader,
+    collect_logits,
     make_optimizer,
     pick_device,
     train_classifier_simple,
 )
 from gpt.errors import UserFacingError
+from gpt.lora import lora_config
 from gpt.model import GPTModel
 from gpt.tokenizer import get_tokenizer
 
@@ -48,12 +55,18 @@ class TrainingSettings:
     model: str = "gpt2-small"
     weights: str = "pretrained"  # or "random": same shapes, GPT-2's random initialisation
     weights_dir: str | None = None  # local OpenAI weights instead of downloading them
-    trainable_layers: str = "last_block"
+    trainable_layers: str = "last_block"  # or last_layer, last_two_blocks, all, lora
+    lora_rank: int = 16
+    lora_alpha: float = 16  # the adapters' update is scaled by lora_alpha / lora_rank
     token_position: str = "flexible"
+    average_embeddings: bool = False  # average the outputs over the padded row instead
+    disable_causal_mask: bool = False
+    no_padding: bool = False  # each message at its own length, one per batch
     context_length: str | int = "longest"  # "longest" training message, "model" (1,024), or N
     drop_rate: float = 0.0
     epochs: int = 5
     batch_size: int = 8
+    accumulation_steps: int = 1  # optimizer step every N batches
     lr: float = 5e-5
     weight_decay: float = 0.1
     eval_freq: int = 50
@@ -76,6 +89,7 @@ class TrainingResult:
     info: ClassifierInfo
     history: TrainingHistory
     accuracies: dict[str, float]  # on every example of each split
+    metrics: dict[str, dict[str, Any]]  # binary_metrics of each split (F1, precision, ...)
     path: str  # "fast", "straightforward" or "reference"
     path_description: str
     prefix_seconds: float  # caching the frozen blocks (fast path only)
@@ -87,7 +101,7 @@ class TrainingResult:
 
 def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
     """Which training path runs, and a sentence saying why."""
-    reason = fast_path_unavailable_reason(model, settings.token_position)
+    reason = fast_path_unavailable_reason(model)
     if settings.fast_path == "off":
         return "reference", "the book's way: padded to max_length, every block on every step"
     if reason is not None:
@@ -95,11 +109,22 @@ def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
             raise UserFacingError(f"--fast-path on is not possible here: {reason}")
         return "straightforward", f"every trainable block on every step, because {reason}"
     k = first_trainable_block(model)
-    frozen = f"blocks 0-{k - 1}" if k > 0 else "no blocks"
-    return "fast", (
-        f"{frozen} computed once per message and cached, the rest trained "
-        "at the classified token only"
-    )
+    if k == 0:
+        frozen = "the embeddings (every block has trainable parameters)"
+    else:
+        frozen = f"blocks 0-{k - 1}" if k > 1 else "block 0"
+    if settings.average_embeddings:
+        rest = "the rest trained at every position (their outputs are averaged)"
+    else:
+        rest = "the rest trained at the classified token only"
+    read = {
+        "flexible": "each message up to its last real token",
+        "last": "each padded row (its last position is classified)",
+        "first": "each message's first token only (under the causal mask it sees nothing else)",
+    }[settings.token_position]
+    if settings.disable_causal_mask or settings.average_embeddings:
+        read = "each whole padded row"
+    return "fast", f"{frozen} computed once for {read} and cached, {rest}"
 
 
 def resolve_max_length(context_length: str | int, model: GPTModel) -> int | None:
@@ -116,40 +141,46 @@ def resolve_max_length(context_length: str | int, model: GPTModel) -> int | None
     return length
 
 
-def classified_sequences(dataset: SpamDataset, token_position: str) -> list[torch.Tensor]:
-    """The token ids the classifier reads for each message: the real tokens, or for the
-    ``last`` token the whole padded row (its last position is a padding token)."""
-    if token_position == "last":
-        return [torch.tensor(ids) for ids in dataset.encoded_texts]
-    return [
-        torch.tensor(ids[:length])
-        for ids, length in zip(dataset.encoded_texts, dataset.lengths.tolist(), strict=True)
-    ]
-
-
 def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) -> TrainingResult:
     """Train a spam classifier as ``settings`` say; print progress through ``log``."""
     device = pick_device(settings.device)
     tokenizer = get_tokenizer()
+    overrides = dict(settings.config_overrides)
+    if settings.disable_causal_mask:
+        overrides["causal"] = False
     model = build_classifier(
         settings.model,
         settings.weights,
         settings.trainable_layers,
         weights_dir=settings.weights_dir,
         seed=settings.seed,
+        lora_rank=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
         drop_rate=settings.drop_rate,
-        **settings.config_overrides,
+        **overrides,
     )
     log(describe_trainable(model))
+    if settings.no_padding:
+        # One message per batch, at its own length: nothing is padded, so the last position
+        # is the last real token, and the classifier is saved as reading that one.
+        last = settings.token_position == "last"
+        settings = replace(
+            settings, batch_size=1, token_position="flexible" if last else settings.token_position
+        )
+        log("No padding: every message at its own length, one message per batch")
+    token_position, batch_size = settings.token_position, settings.batch_size
 
     path, description = choose_path(settings, model)
-    # The book pads every message to the same length; that is also what makes its `last`
-    # token the same position in every row. Otherwise a batch is padded only to its longest.
-    fixed = path == "reference" or settings.token_position == "last"
+    # The book pads every message to the same length (see needs_fixed_padding for when
+    # that matters). Otherwise a batch is padded only to its longest message.
+    fixed = not settings.no_padding and (
+        path == "reference"
+        or needs_fixed_padding(token_position, model.cfg.causal, settings.average_embeddings)
+    )
     loaders = create_data_loaders(
         settings.data_dir,
         tokenizer,
-        batch_size=settings.batch_size,
+        batch_size=batch_size,
         max_length=resolve_max_length(settings.context_length, model),
         padding="fixed" if fixed else "batch",
         seed=settings.seed,
@@ -160,7 +191,10 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         f"/ {len(loaders.test.dataset):,} test messages, max_length {train_dataset.max_length}; "
         f"{len(loaders.train)} / {len(loaders.validation)} / {len(loaders.test)} batches"
     )
-    if path == "fast" and _cache_bytes(loaders, settings, model) > FAST_PATH_CACHE_LIMIT_BYTES:
+    if (
+        path == "fast"
+        and _cache_bytes(loaders, token_position, settings, model) > FAST_PATH_CACHE_LIMIT_BYTES
+    ):
         if settings.fast_path == "on":
             raise UserFacingError("--fast-path on would cache more than 2 GiB of hidden states")
         path, description = "straightforward", "the frozen blocks' cache would exceed 2 GiB"
@@ -169,18 +203,17 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
     model.to(device)
     recipe_start = time.perf_counter()
     prefix_seconds = 0.0
-    trainee: torch.nn.Module = GPTClassifier(model, settings.token_position)
+    trainee: torch.nn.Module = GPTClassifier(model, token_position, settings.average_embeddings)
     train_loaders: list[DataLoader] = list(loaders)
     if path == "fast":
         start = time.perf_counter()
-        datasets = [loader.dataset for loader in loaders]
         trainee, train_loaders = prepare_fast_path(
             model,
-            [classified_sequences(d, settings.token_position) for d in datasets],  # type: ignore[arg-type]
-            [d.labels for d in datasets],  # type: ignore[attr-defined]
             list(loaders),
             device,
             settings.precision,
+            token_position,
+            settings.average_embeddings,
         )
         prefix_seconds = time.perf_counter() - start
         log(f"Cached the frozen blocks' output for every message in {prefix_seconds:.1f} s")
@@ -198,15 +231,19 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         eval_iter=settings.eval_iter,
         precision=settings.precision,
         log=log,
+        accumulation_steps=settings.accumulation_steps,
     )
     log(f"Training completed in {history.seconds / 60:.2f} minutes ({history.seconds:.1f} s)")
 
     trainee.eval()
-    with autocast(device, settings.precision):
-        accuracies = {
-            split: calc_accuracy_loader(loader, trainee, device)
-            for split, loader in zip(("train", "validation", "test"), train_loaders, strict=True)
-        }
+    accuracies, metrics = {}, {}
+    for split, loader in zip(("train", "validation", "test"), train_loaders, strict=True):
+        with autocast(device, settings.precision):
+            logits, labels = collect_logits(loader, trainee, device)
+        # calc_accuracy_loader's count, from the same pass that gives the other metrics
+        accuracies[split] = (logits.argmax(dim=-1) == labels).float().mean().item()
+        spam_probability = torch.softmax(logits.float(), dim=-1)[:, 1]
+        metrics[split] = binary_metrics(labels.numpy(), spam_probability.numpy()).to_dict()
     recipe_seconds = time.perf_counter() - recipe_start
     log(
         "Accuracy on every example: "
@@ -215,10 +252,12 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
     info = ClassifierInfo(
         config=model.cfg,
         max_length=train_dataset.max_length,
-        token_position=settings.token_position,
+        token_position=token_position,
         model_preset=settings.model,
         weights=settings.weights,
         trainable_layers=settings.trainable_layers,
+        average_embeddings=settings.average_embeddings,
+        lora=lora_config(model),
         extra={"settings": settings.to_dict()},
     )
     return TrainingResult(
@@ -226,6 +265,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         info=info,
         history=history,
         accuracies=accuracies,
+        metrics=metrics,
         path=path,
         path_description=description,
         prefix_seconds=prefix_seconds,
@@ -235,12 +275,14 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
     )
 
 
-def _cache_bytes(loaders: DataLoaders, settings: TrainingSettings, model: GPTModel) -> int:
+def _cache_bytes(
+    loaders: DataLoaders, token_position: str, settings: TrainingSettings, model: GPTModel
+) -> int:
     tokens = 0
     for loader in loaders:
         dataset: SpamDataset = loader.dataset  # type: ignore[assignment]
-        if settings.token_position == "last":
-            tokens += len(dataset) * dataset.max_length
-        else:
-            tokens += int(dataset.lengths.sum())
+        sequences = classified_sequences(
+            dataset, token_position, model.cfg.causal, settings.average_embeddings
+        )
+        tokens += sum(len(sequence) for sequence in sequences)
     return tokens * model.cfg.emb_dim * 4

@@ -17,11 +17,12 @@ import torch
 from tqdm import tqdm
 
 from ch06_classification.checkpoint import ClassifierInfo, load_classifier
-from ch06_classification.classifier import LABELS, classified_positions
+from ch06_classification.classifier import LABELS, needs_fixed_padding
 from ch06_classification.dataset import encode_message
-from ch06_classification.fast_path import logits_at
+from ch06_classification.fast_path import classify_logits
 from ch06_classification.training import autocast, pick_device
 from gpt.errors import UserFacingError
+from gpt.lora import merge_lora
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID, get_tokenizer
 
@@ -49,6 +50,7 @@ def classify_review(
     max_length: int | None = None,
     pad_token_id: int = END_OF_TEXT_ID,
     token_position: str = "flexible",
+    average_embeddings: bool = False,
 ) -> str:
     """The book's ``classify_review``: "spam" or "not spam" for one message.
 
@@ -63,11 +65,9 @@ def classify_review(
     length = len(input_ids)
     input_ids = input_ids + [pad_token_id] * (max_length - length)
     ids = torch.tensor([input_ids], device=device)
-    positions = classified_positions(
-        torch.tensor([length], device=device), max_length, token_position
-    )
     model.eval()
-    logits = logits_at(model, ids, positions)
+    lengths = torch.tensor([length], device=device)
+    logits = classify_logits(model, ids, lengths, token_position, average_embeddings)
     return "spam" if logits.argmax(dim=-1).item() == 1 else "not spam"
 
 
@@ -101,7 +101,9 @@ class SpamClassifier:
         """Load a checkpoint file (or a run folder holding ``model.safetensors``)."""
         target = pick_device(device)
         model, info = load_classifier(path, device=target)
-        return cls(model, info, target, batch_size, precision)
+        # LoRA adapters are added into the weights they adapt once: the same function, with
+        # no extra matrix products per message.
+        return cls(merge_lora(model), info, target, batch_size, precision)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -150,7 +152,11 @@ class SpamClassifier:
             raise EmptyMessageError("a message has no tokens")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float64)
-        fixed = self.info.token_position == "last"  # the book's reading needs its padding
+        info = self.info
+        # E.g. the book's `last` token needs its padding (see needs_fixed_padding).
+        fixed = needs_fixed_padding(
+            info.token_position, self.model.cfg.causal, info.average_embeddings
+        )
         starts = range(0, len(order), self.batch_size)
         bar = tqdm(starts, desc="Classifying", unit="batch", disable=not progress, leave=False)
         for start in bar:
@@ -160,9 +166,14 @@ class SpamClassifier:
             for row, i in enumerate(chunk):
                 ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
             lengths = torch.tensor([len(encoded[i]) for i in chunk])
-            positions = classified_positions(lengths, width, self.info.token_position)
             with autocast(self.device, self.precision):
-                logits = logits_at(self.model, ids.to(self.device), positions.to(self.device))
+                logits = classify_logits(
+                    self.model,
+                    ids.to(self.device),
+                    lengths.to(self.device),
+                    info.token_position,
+                    info.average_embeddings,
+                )
             probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probabilities
 

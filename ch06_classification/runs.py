@@ -58,19 +58,26 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
-    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots."""
+def save_training_run(
+    result: TrainingResult, run_dir: str | Path, save_checkpoint: bool = True
+) -> Path:
+    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots.
+
+    ``save_checkpoint=False`` leaves the model out (experiments that only need the figures).
+    """
     from ch06_classification.plots import plot_values
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+    if save_checkpoint:
+        save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())
     write_json(
         run_dir / "metrics.json",
         {
             "accuracy": result.accuracies,
+            "metrics": result.metrics,
             "training_path": result.path,
             "training_path_description": result.path_description,
             "prefix_cache_seconds": round(result.prefix_seconds, 3),

@@ -115,6 +115,18 @@ def calc_accuracy_loader(
     return correct / seen if seen else float("nan")
 
 
+def collect_logits(
+    data_loader: Iterable[Batch], model: nn.Module, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every example's logits and label, in the loader's order: ([n, classes], [n]) on the CPU."""
+    logits, labels = [], []
+    with torch.no_grad():
+        for input_batch, target_batch, lengths in data_loader:
+            logits.append(model(input_batch.to(device), lengths.to(device)).float().cpu())
+            labels.append(target_batch)
+    return torch.cat(logits), torch.cat(labels)
+
+
 def evaluate_model(
     model: nn.Module,
     train_loader: Iterable[Batch],
@@ -159,21 +171,32 @@ def train_classifier_simple(
     eval_iter: int,
     precision: str = "fp32",
     log: Callable[[str], None] | None = print,
+    accumulation_steps: int = 1,
 ) -> TrainingHistory:
     """The book's training loop: minimise the loss, evaluate every ``eval_freq`` steps on
     ``eval_iter`` batches, and measure accuracy on ``eval_iter`` batches after each epoch.
+
+    With ``accumulation_steps=N`` (the bonus experiments' gradient accumulation), the
+    gradients of N batches are summed, each loss scaled by 1/N, and the optimizer steps
+    every N batches and after the last batch of an epoch: the update of a batch N times
+    larger, in the memory of one. A "step" in the history is still one batch, as in the book.
     """
+    if accumulation_steps < 1:
+        raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
     history = TrainingHistory()
     say = log or (lambda message: None)
     start = time.perf_counter()
     for epoch in range(num_epochs):
         model.train()
-        for input_batch, target_batch, lengths in train_loader:
-            optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
+        num_batches = len(train_loader)  # type: ignore[arg-type]
+        for batch_index, (input_batch, target_batch, lengths) in enumerate(train_loader):
             with autocast(device, precision):
                 loss = calc_loss_batch(input_batch, target_batch, model, device, lengths)
-            loss.backward()
-            optimizer.step()
+            (loss / accumulation_steps).backward()
+            if (batch_index + 1) % accumulation_steps == 0 or batch_index + 1 == num_batches:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             history.examples_seen += target_batch.shape[0]
             history.steps += 1
 

@@ -26,6 +26,9 @@ class GPTConfig:
     # "fused" computes the same formulas with PyTorch's single-kernel versions, which on a
     # CPU run several times faster (GELU alone: ~6x). Tests hold the two equal.
     implementation: str = "fused"
+    # GPT-2 is causal: a token attends to itself and earlier tokens only. False lets every
+    # token attend to every other one (a bonus experiment of the book's chapter 6).
+    causal: bool = True
 
     def __post_init__(self) -> None:
         if self.emb_dim % self.n_heads:

@@ -85,6 +85,7 @@ class MultiHeadAttention(nn.Module):
         num_heads: int,
         qkv_bias: bool = False,
         fused: bool = True,
+        causal: bool = True,
     ) -> None:
         super().__init__()
         if d_out % num_heads:
@@ -93,6 +94,7 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.fused = fused
+        self.causal = causal
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -123,15 +125,16 @@ class MultiHeadAttention(nn.Module):
                 keys,
                 values,
                 dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=True,
+                is_causal=self.causal,
             )
         else:
             # The lesson: scores, causal mask, scaled softmax, weighted sum of values.
             attn_scores = queries @ keys.transpose(2, 3)
             # (The book keeps the mask as a buffer; building it here costs nothing and leaves
             # the module with nothing but learned weights.)
-            mask = causal_mask(num_tokens, device=x.device)
-            attn_scores = attn_scores.masked_fill(mask, float("-inf"))
+            if self.causal:
+                mask = causal_mask(num_tokens, device=x.device)
+                attn_scores = attn_scores.masked_fill(mask, float("-inf"))
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
             attn_weights = self.dropout(attn_weights)
             context = attn_weights @ values
@@ -151,6 +154,7 @@ class TransformerBlock(nn.Module):
             num_heads=cfg.n_heads,
             qkv_bias=cfg.qkv_bias,
             fused=cfg.fused,
+            causal=cfg.causal,
         )
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg.emb_dim, fused=cfg.fused)

@@ -40,7 +40,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trainable-layers",
         choices=TRAINABLE_LAYERS,
         default=defaults.trainable_layers,
-        help="what is fine-tuned; everything else stays frozen (default: %(default)s)",
+        help=(
+            "what is fine-tuned; everything else stays frozen: the new head only "
+            "(last_layer), the last block(s) with the final norm and head, every layer (all), "
+            "or LoRA adapters beside every linear layer (lora) (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=positive_int,
+        default=defaults.lora_rank,
+        help="rank of the LoRA adapters, with --trainable-layers lora (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=defaults.lora_alpha,
+        help=(
+            "LoRA's update is scaled by alpha / rank, as in the book's appendix E (the "
+            "book's chapter-6 bonus script scales by alpha alone: its alpha 16 at rank 16 "
+            "is alpha 256 here) (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--token-position",
@@ -50,6 +70,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "which token's output is classified: the last real token (flexible), the last "
             "position of the padded row (last, the book's), or the first (default: %(default)s)"
         ),
+    )
+    parser.add_argument(
+        "--average-embeddings",
+        action="store_true",
+        help=(
+            "classify the average of the outputs over every position instead of one token; "
+            "as in the book's bonus experiment, padding is included: every message is "
+            "padded to the same length, so each is averaged over the same positions "
+            "whatever else is in its batch (--token-position is then ignored)"
+        ),
+    )
+    parser.add_argument(
+        "--disable-causal-mask",
+        action="store_true",
+        help=(
+            "let every token attend to every other one, later ones and padding included "
+            "(messages are then padded to the same length)"
+        ),
+    )
+    parser.add_argument(
+        "--no-padding",
+        action="store_true",
+        help="each message at its own length, one message per batch (batch size 1)",
     )
     parser.add_argument(
         "--context-length",
@@ -69,6 +112,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=defaults.batch_size,
         help="(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--accumulation-steps",
+        type=positive_int,
+        default=defaults.accumulation_steps,
+        metavar="N",
+        help=(
+            "sum the gradients of N batches (each loss scaled by 1/N) before the optimizer "
+            "steps, and after the last batch of an epoch (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)"
@@ -125,11 +178,17 @@ def settings_from_args(args: argparse.Namespace):
         weights=args.weights,
         weights_dir=args.weights_dir,
         trainable_layers=args.trainable_layers,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
         token_position=args.token_position,
+        average_embeddings=args.average_embeddings,
+        disable_causal_mask=args.disable_causal_mask,
+        no_padding=args.no_padding,
         context_length=args.context_length,
         drop_rate=args.drop_rate,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        accumulation_steps=args.accumulation_steps,
         lr=args.lr,
         weight_decay=args.weight_decay,
         eval_freq=args.eval_freq,
