@@ -16,15 +16,57 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ch06_classification.checkpoint import CHECKPOINT_NAME
 from ch06_classification.datafiles import SPLIT_FILES
 from ch06_classification.inference import SpamClassifier
-from ch06_classification.metrics import binary_metrics, format_metrics_table
+from ch06_classification.metrics import BinaryMetrics, binary_metrics, format_metrics_table
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
 from ch06_classification.runs import write_json
 from ch06_classification.splits import read_split, texts_seen_in
 
 EVALUATION_FILE = "evaluation.json"
+
+
+def evaluate_predictor(
+    predict_proba: Callable[[list[str]], np.ndarray],
+    data_dir: str | Path = "data",
+    threshold: float = 0.5,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, BinaryMetrics], dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Score any classifier of texts (``predict_proba(texts) -> [n, 2]``) on every set.
+
+    Returns the metrics of each set (train, validation, test, test (unseen), realistic),
+    each set's (labels, spam probabilities), and how many test rows occur in training.
+    Prints the metrics table through ``log``. The GPT classifier and the classical
+    baselines are measured by this one function, so their figures compare.
+    """
+    data_dir = Path(data_dir)
+    frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
+    unseen = ~texts_seen_in(frames["test"], frames["train"]).to_numpy()
+
+    labels, scores = {}, {}
+    for split, frame in frames.items():
+        name = "realistic" if split == "test_realistic" else split
+        log(f"Classifying {len(frame):,} {name} messages ...")
+        labels[name] = frame["Label"].to_numpy()
+        scores[name] = np.asarray(predict_proba(frame["Text"].tolist()))[:, 1]
+    labels["test (unseen)"], scores["test (unseen)"] = (
+        labels["test"][unseen],
+        scores["test"][unseen],
+    )
+
+    order = ["train", "validation", "test", "test (unseen)", "realistic"]
+    metrics = {name: binary_metrics(labels[name], scores[name], threshold) for name in order}
+    log("")
+    log(format_metrics_table(metrics))
+    log(
+        f"\n'test (unseen)' leaves out the {int((~unseen).sum())} test messages whose exact text "
+        "is also in the training split; 'realistic' has the collection's 13.4% spam rate."
+    )
+    curves = {name: (labels[name], scores[name]) for name in order}
+    return metrics, curves, int((~unseen).sum())
 
 
 def evaluate_run(
@@ -41,32 +83,12 @@ def evaluate_run(
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     classifier = SpamClassifier.from_checkpoint(run_dir / CHECKPOINT_NAME, device, batch_size)
-    frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
-    unseen = ~texts_seen_in(frames["test"], frames["train"]).to_numpy()
-
-    labels, scores = {}, {}
-    for split, frame in frames.items():
-        name = "realistic" if split == "test_realistic" else split
-        log(f"Classifying {len(frame):,} {name} messages ...")
-        labels[name] = frame["Label"].to_numpy()
-        scores[name] = classifier.predict_proba(frame["Text"].tolist())[:, 1]
-    labels["test (unseen)"], scores["test (unseen)"] = (
-        labels["test"][unseen],
-        scores["test"][unseen],
-    )
-
-    order = ["train", "validation", "test", "test (unseen)", "realistic"]
-    metrics = {name: binary_metrics(labels[name], scores[name], threshold) for name in order}
-    log("")
-    log(format_metrics_table(metrics))
-    log(
-        f"\n'test (unseen)' leaves out the {int((~unseen).sum())} test messages whose exact text "
-        "is also in the training split; 'realistic' has the collection's 13.4% spam rate."
-    )
-
-    curves = {name: (labels[name], scores[name]) for name in ("test", "test (unseen)", "realistic")}
+    metrics, curves, seen = evaluate_predictor(classifier.predict_proba, data_dir, threshold, log)
     plots = [
-        plot_roc_and_pr(curves, run_dir / "roc_pr.png"),
+        plot_roc_and_pr(
+            {name: curves[name] for name in ("test", "test (unseen)", "realistic")},
+            run_dir / "roc_pr.png",
+        ),
         plot_confusion_matrix(
             metrics["test"].confusion_matrix, run_dir / "confusion_matrix.png", "Test split"
         ),
@@ -75,8 +97,8 @@ def evaluate_run(
         "checkpoint": str(run_dir / CHECKPOINT_NAME),
         "data_dir": str(data_dir),
         "threshold": threshold,
-        "test_rows_seen_in_training": int((~unseen).sum()),
-        "sets": {name: metrics[name].to_dict() for name in order},
+        "test_rows_seen_in_training": seen,
+        "sets": {name: value.to_dict() for name, value in metrics.items()},
     }
     write_json(run_dir / EVALUATION_FILE, report)
     log(f"Saved {EVALUATION_FILE} and {', '.join(p.name for p in plots)} (+ PDFs) in {run_dir}/")

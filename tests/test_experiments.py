@@ -1,0 +1,141 @@
+"""The bonus-experiments table: rows as `gpt-spam train` commands, run, resumed, tabulated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ch06_classification import finetune
+from ch06_classification.cli import build_parser
+from ch06_classification.commands.train import settings_from_args
+from ch06_classification.experiments import BY_NUMBER, SMALL_ROWS, run_experiments
+from tests.run_cli import gpt_spam
+from tests.synthetic_splits import write_synthetic_splits
+
+TINY = {"context_length": 64, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
+
+
+def settings_of(number: int, weights: str = "random"):
+    argv = BY_NUMBER[number].command(weights)
+    return settings_from_args(build_parser().parse_args(argv))
+
+
+def test_rows_are_the_published_settings():
+    """Each row changes one thing from the book's recipe (last token, last block)."""
+    book = settings_of(1)
+    assert (book.token_position, book.trainable_layers, book.model) == (
+        "last",
+        "last_block",
+        "gpt2-small",
+    )
+    assert settings_of(2).token_position == "first"
+    assert settings_of(16).token_position == "flexible"
+    assert settings_of(10, weights="pretrained").weights == "random"  # the row's point
+    assert settings_of(5, weights="pretrained").weights == "pretrained"
+    lora = settings_of(11)
+    assert (lora.trainable_layers, lora.lora_rank, lora.lora_alpha) == ("lora", 16, 16.0)
+    assert settings_of(12).model == "gpt2-xl" and settings_of(12).lora_alpha == 8.0
+    assert settings_of(13).context_length == "model"
+    assert settings_of(14).no_padding and settings_of(14).accumulation_steps == 1
+    assert settings_of(15).no_padding and settings_of(15).accumulation_steps == 8
+    assert settings_of(17).disable_causal_mask and settings_of(19).average_embeddings
+    assert all(BY_NUMBER[n].published for n in SMALL_ROWS)
+    assert 18 not in BY_NUMBER and {20, 21} <= BY_NUMBER.keys()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = write_synthetic_splits(tmp_path / "data", sizes=(48, 16, 16))
+    shutil.copy(folder / "test.csv", folder / "test_realistic.csv")
+    return folder
+
+
+def test_three_rows_run_resume_and_tabulate(data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    out_dir = tmp_path / "table"
+    options = {
+        "data_dir": data_dir,
+        "weights": "random",
+        "device": "cpu",
+        "overrides": {"epochs": 1, "config_overrides": TINY},
+        "log": lambda line: None,
+    }
+    rows = [BY_NUMBER[2], BY_NUMBER[16], BY_NUMBER[20]]
+
+    # Interrupted during the second row: the first is finished, the second is not.
+    real_fine_tune = finetune.fine_tune
+    trained: list[str] = []
+
+    def fine_tune(settings, log):
+        trained.append(settings.token_position)
+        if trained == ["first", "flexible"] and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        return real_fine_tune(settings, log)
+
+    interrupted: list[bool] = []
+    monkeypatch.setattr(finetune, "fine_tune", fine_tune)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiments(rows, out_dir, **options)
+    assert (out_dir / "02" / "row.json").is_file()
+    assert not (out_dir / "16" / "row.json").exists()
+
+    # Resumed: row 2 is skipped, rows 16 and 20 run.
+    trained.clear()
+    summaries = run_experiments(rows, out_dir, **options)
+    assert trained == ["flexible"]  # row 2 was not trained again
+    assert [s["number"] for s in summaries] == [2, 16, 20]
+    first, flexible, tfidf = summaries
+    assert first["path"] == flexible["path"] == "fast"
+    assert tfidf["path"] == "scikit-learn" and tfidf["test"] >= 90  # disjoint vocabularies
+    assert first["command"] == "train --token-position first --weights random"
+    assert first["settings"]["epochs"] == 1  # the overrides are part of what was run
+    for summary in summaries:
+        assert 0 <= summary["test"] <= 100 and 0 <= summary["test_f1"] <= 1
+    assert (out_dir / "16" / "metrics.json").is_file()
+    assert not (out_dir / "16" / "model.safetensors").exists()  # figures only, by default
+
+    # The tables hold every finished row.
+    assert json.loads((out_dir / "table.json").read_text()) == summaries
+    markdown = (out_dir / "table.md").read_text().splitlines()
+    assert markdown[0].startswith("| # | setting | train | val | test | test F1 |")
+    assert len(markdown) == 2 + 3 and markdown[2].startswith("| 2 | first token")
+    assert "78.46 / 80.54 / 75.00" in markdown[2]  # the published figures beside ours
+    assert len((out_dir / "table.csv").read_text().splitlines()) == 1 + 3
+
+    # Run again: nothing to do.
+    trained.clear()
+    assert run_experiments(rows, out_dir, **options) == summaries
+    assert trained == []
+
+
+def test_a_row_with_the_same_settings_reuses_the_result(data_dir, tmp_path):
+    """With --weights random, row 10 (random weights, all layers) is row 5."""
+    summaries = run_experiments(
+        [BY_NUMBER[5], BY_NUMBER[10]],
+        tmp_path / "table",
+        data_dir,
+        weights="random",
+        device="cpu",
+        overrides={"epochs": 1, "config_overrides": TINY},
+        log=lambda line: None,
+    )
+    five, ten = summaries
+    assert (five["same_as"], ten["same_as"]) == (None, 5)
+    assert five["path"] == "straightforward"  # every layer trains
+    assert (ten["test"], ten["minutes"]) == (five["test"], five["minutes"])
+    assert ten["command"] == "train --token-position last --weights random --trainable-layers all"
+
+
+def test_list_and_bad_rows_from_the_command_line(tmp_path):
+    listed = gpt_spam("experiments", "--list", "--weights", "random", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "gpt-spam train --token-position last --no-padding --accumulation-steps 8" in (
+        listed.stdout
+    )
+    assert "published: train 96.63 / val 99.33 / test 95.00 %, 0.28 min" in listed.stdout
+    assert "21  baseline: majority class" in listed.stdout
+    bad = gpt_spam("experiments", "--rows", "1,18", cwd=tmp_path)
+    assert bad.returncode == 2 and "expected row numbers among" in bad.stderr
