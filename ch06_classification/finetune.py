@@ -241,7 +241,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         with autocast(device, settings.precision):
             logits, labels = collect_logits(loader, trainee, device)
         # calc_accuracy_loader's count, from the same pass that gives the other metrics
-        accuracies[split] = (logits.argmax(dim=-1) == labels).float().mean().item()
+        accuracies[split] = (logits.argmax(dim=-1) == labels).sum().item() / len(labels)
         spam_probability = torch.softmax(logits.float(), dim=-1)[:, 1]
         metrics[split] = binary_metrics(labels.numpy(), spam_probability.numpy()).to_dict()
     recipe_seconds = time.perf_counter() - recipe_start
