@@ -86,7 +86,6 @@ def run_baseline(
     model.fit(train["Text"].tolist(), train["Label"].to_numpy())
     train_seconds = time.perf_counter() - start
     log(f"{BASELINES[kind]}: trained on {len(train):,} messages in {train_seconds:.1f} s")
-    metrics, _, _ = evaluate_predictor(model.predict_proba, data_dir, threshold, log)
-    return BaselineResult(
-        kind, BASELINES[kind], metrics, train_seconds, time.perf_counter() - start
-    )
+    evaluation = evaluate_predictor(model.predict_proba, data_dir, threshold, log)
+    seconds = time.perf_counter() - start
+    return BaselineResult(kind, BASELINES[kind], evaluation.metrics, train_seconds, seconds)
