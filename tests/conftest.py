@@ -11,7 +11,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# The shared folder sits beside the checkout (../shared), or beside the folder of worktrees
+# that holds it (../../shared).
+_SHARED_CANDIDATES = (ROOT.parent / "shared", ROOT.parent.parent / "shared")
+SHARED = next((folder for folder in _SHARED_CANDIDATES if folder.is_dir()), _SHARED_CANDIDATES[0])
 
 # tiktoken downloads its BPE files on first use; on the offline build machines they sit in
 # ../shared. Set here too so a bare `pytest` works the same as CI.

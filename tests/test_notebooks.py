@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED
+
 nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = SHARED / "data"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 EXPECTED = ["ch06_exercises", "ch06_main", "ch06_pitfalls", "ch06_solutions"]
