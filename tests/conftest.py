@@ -10,16 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-# The shared folder sits beside the checkout (../shared), or beside the folder of worktrees
-# that holds it (../../shared).
-_SHARED_CANDIDATES = (ROOT.parent / "shared", ROOT.parent.parent / "shared")
-SHARED = next((folder for folder in _SHARED_CANDIDATES if folder.is_dir()), _SHARED_CANDIDATES[0])
+from tests.sms_data import SMS_SPAM_ZIP
 
-# tiktoken downloads its BPE files on first use; on the offline build machines they sit in
-# ../shared. Set here too so a bare `pytest` works the same as CI.
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
+ROOT = Path(__file__).resolve().parent.parent
 
 # Small, deterministic CPU work: one thread per test process keeps timings steady.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -59,10 +52,11 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real SMS Spam Collection from ../shared/data; tests using it skip without it."""
-    folder = SHARED / "data"
+    """The folder of the real SMS Spam Collection (its zip and the SMSSpamCollection file
+    inside it); tests using it skip without it."""
+    folder = SMS_SPAM_ZIP.parent
     if not (folder / "SMSSpamCollection").is_file():
-        pytest.skip("the real SMS Spam Collection is not in ../shared/data")
+        pytest.skip(f"the real SMS Spam Collection is not in {folder}: set SMS_SPAM_SOURCE")
     return folder
 
 
