@@ -105,6 +105,7 @@ def download_and_unzip_spam_data(
     zip_path: str | Path,
     extracted_path: str | Path,
     data_file_path: str | Path,
+    source: str | Path | None = None,
 ) -> None:
     """The book's download step: the collection as a TSV file at ``data_file_path``.
 
@@ -113,20 +114,22 @@ def download_and_unzip_spam_data(
     (the book extracts into ``extracted_path`` and renames the file there). Underneath is
     the project's download: the file is validated before it appears and written atomically
     (an invalid copy at ``data_file_path`` is replaced), the book's mirror is tried when
-    ``url`` fails, and ``$SMS_SPAM_SOURCE`` (a local zip or TSV) replaces the network.
+    ``url`` fails, and ``source`` or ``$SMS_SPAM_SOURCE`` (a local zip or TSV) replaces
+    the network.
     """
     data_file_path = Path(data_file_path)
     Path(extracted_path).mkdir(parents=True, exist_ok=True)
     data_file_path.parent.mkdir(parents=True, exist_ok=True)
     if _reuse_existing(data_file_path):
         return
-    source = os.environ.get(SOURCE_ENV_VAR) or None
+    source = source or os.environ.get(SOURCE_ENV_VAR) or None
     if source is None:
         urls = [url, *(mirror for mirror in MIRROR_URLS if mirror != url)]
         _install_from_urls(urls, data_file_path, keep_archive=Path(zip_path))
+        print(f"File downloaded and saved as {data_file_path}")
     else:
         _install_from_local_file(Path(source).expanduser(), data_file_path)
-    print(f"File downloaded and saved as {data_file_path}")
+        print(f"File read from {source} and saved as {data_file_path}")
 
 
 def _parse_tsv(path: str | Path) -> pd.DataFrame:
