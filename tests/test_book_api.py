@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ch06_classification import download
 from ch06_classification.classifier import GPTClassifier
+from ch06_classification.datafiles import DataError
 from ch06_classification.dataset import SpamDataset, create_data_loader
-from ch06_classification.download import download_and_unzip_spam_data
+from ch06_classification.download import download_and_unzip_spam_data, read_sms_spam
 from ch06_classification.fast_path import prepare_fast_path
 from ch06_classification.inference import classify_review
 from ch06_classification.plots import plot_values
@@ -40,7 +42,8 @@ from gpt.model import GPTModel, count_parameters
 from gpt.tokenizer import END_OF_TEXT_ID
 from gpt.weights import download_and_load_gpt2, load_weights_into_gpt
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint
-from tests.sms_data import SMS_SPAM_ZIP
+from tests.sms_data import SMS_SPAM_ZIP, zip_archive
+from tests.test_download import VALID_ZIP, LocalServer, http_server  # noqa: F401 (a fixture)
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,  # Vocabulary size
@@ -617,3 +620,37 @@ def test_gpt2_init_is_one_keyword_away() -> None:
     # GPT-2's: N(0, 0.02) everywhere, the head tied to the embedding.
     assert gpt2.out_head.weight is gpt2.tok_emb.weight
     assert book.tok_emb.weight.std() > 10 * gpt2.tok_emb.weight.std()
+
+
+def test_download_and_unzip_spam_data_keeps_the_books_files_and_validates(
+    tmp_path: Path,
+    http_server: LocalServer,  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.delenv(download.SOURCE_ENV_VAR, raising=False)
+    monkeypatch.setattr(download, "MIRROR_URLS", (http_server.serve("/mirror.zip", VALID_ZIP),))
+    url = http_server.url("/gone.zip")  # 404: the book's mirror is tried next
+    zip_path = tmp_path / "sms_spam_collection.zip"
+    extracted_path = tmp_path / "sms_spam_collection"
+    data_file_path = extracted_path / "SMSSpamCollection.tsv"
+
+    download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path)
+    assert zip_path.read_bytes() == VALID_ZIP  # the archive stays where the book keeps it
+    assert len(read_sms_spam(data_file_path)) == 5574
+    assert "File downloaded and saved as" in capsys.readouterr().out
+
+    download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path)
+    assert "Reusing" in capsys.readouterr().out  # the book skips an existing file too
+
+    # Unlike the book's, a download that is not the collection never becomes the file.
+    data_file_path.unlink()
+    monkeypatch.setattr(download, "MIRROR_URLS", ())
+    with pytest.raises(DataError, match="could not get the SMS Spam Collection"):
+        download_and_unzip_spam_data(
+            http_server.serve("/other.zip", zip_archive({"x": b"y"})),
+            zip_path,
+            extracted_path,
+            data_file_path,
+        )
+    assert not data_file_path.exists()
