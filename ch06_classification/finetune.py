@@ -7,6 +7,7 @@ benchmark and the notebooks all go through here, so they cannot drift apart.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -43,9 +44,17 @@ from gpt.lora import lora_config
 from gpt.model import GPTModel
 from gpt.tokenizer import get_tokenizer
 
-# Past this, caching the frozen blocks' output (the `last` token over 1,024 padded
-# positions, say) would cost more memory than recomputing it costs time.
-FAST_PATH_CACHE_LIMIT_BYTES = 2 * 1024**3
+
+def fast_path_cache_limit() -> int:
+    """How many bytes of cached hidden states the fast path may hold: a third of this
+    machine's memory (2 GiB where that cannot be read). Past it (the `last` token over
+    1,024 padded positions on a small machine, say), the frozen blocks are recomputed on
+    every step instead: slower, but it fits."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 2 * 1024**3
+    return max(2 * 1024**3, memory // 3)
 
 
 @dataclass
@@ -197,13 +206,16 @@ def fine_tune(
         f"/ {len(loaders.test.dataset):,} test messages, max_length {train_dataset.max_length}; "
         f"{len(loaders.train)} / {len(loaders.validation)} / {len(loaders.test)} batches"
     )
+    limit = fast_path_cache_limit()
     if (
         path == "fast"
-        and _cache_bytes(loaders, token_position, settings, model) > FAST_PATH_CACHE_LIMIT_BYTES
+        and (needed := _cache_bytes(loaders, token_position, settings, model)) > limit
     ):
+        gib = 1024**3
+        too_much = f"{needed / gib:.1f} GiB of cached hidden states, over {limit / gib:.1f} GiB"
         if settings.fast_path == "on":
-            raise UserFacingError("--fast-path on would cache more than 2 GiB of hidden states")
-        path, description = "straightforward", "the frozen blocks' cache would exceed 2 GiB"
+            raise UserFacingError(f"--fast-path on would need {too_much}")
+        path, description = "straightforward", f"the fast path would need {too_much}"
     log(f"Training path: {path} ({description})")
 
     model.to(device)

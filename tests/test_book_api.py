@@ -576,10 +576,7 @@ def test_the_fast_path_is_a_model_the_books_functions_accept(
     model.trf_blocks[-1].requires_grad_(True)
     dataset = SpamDataset(book_csvs, tokenizer, with_lengths=True)
     loader = create_data_loader(dataset, batch_size=2)
-    sequences = [dataset[i].input_ids[: dataset.lengths[i]] for i in range(len(dataset))]
-    fast_model, (fast_loader,) = prepare_fast_path(
-        model, [sequences], [dataset.labels], [loader], device
-    )
+    fast_model, (fast_loader,) = prepare_fast_path(model, [loader], device)
     book = calc_loss_loader(loader, model, device)
     flexible = calc_loss_loader(loader, model, device, token_position="flexible")
     fast = calc_loss_loader(fast_loader, fast_model, device)
