@@ -48,23 +48,27 @@ class Experiment:
     options: tuple[str, ...] = ()  # `gpt-spam train` options
     baseline: str | None = None  # or a ch06_classification.baseline kind
     published: Published | None = None
+    # Whether the row reads the table's token (the book's `last`, unless told otherwise),
+    # rather than choosing its own (rows 2 and 16 are about the token).
+    reads_table_token: bool = True
 
     @property
     def folder(self) -> str:
         return f"{self.number:02d}"
 
-    def command(self, weights: str = "pretrained") -> list[str]:
+    def command(self, weights: str = "pretrained", token_position: str = "last") -> list[str]:
         """The exact command line of this row (without data, device and output options)."""
         if self.baseline:
             return ["baseline", "--baselines", self.baseline]
+        token = ["--token-position", token_position] if self.reads_table_token else []
         if "--weights" in self.options:  # the row is about the weights (row 10)
-            return ["train", *self.options]
-        return ["train", *self.options, "--weights", weights]
+            return ["train", *token, *self.options]
+        return ["train", *token, *self.options, "--weights", weights]
 
 
 # number, name, published train / validation / test accuracy and minutes, options. Every
-# row but 2 and 16 reads the book's token, the last position of the row padded to the
-# longest training message: --token-position last is added to its options.
+# row but 2 and 16 reads the table's token: by default the book's, the last position of
+# the row padded to the longest training message (--token-position last).
 _ROWS = [
     (1, "defaults (124M, last block, last token)", (96.63, 99.33, 95.00, 0.28), ""),
     (2, "first token instead of last", (78.46, 80.54, 75.00, 0.28), "--token-position first"),
@@ -100,9 +104,10 @@ _ROWS = [
 
 def _experiment(number: int, name: str, published: Sequence[float], options: str) -> Experiment:
     argv = shlex.split(options)
-    if "--token-position" not in argv:
-        argv = ["--token-position", "last", *argv]
-    return Experiment(number, name, tuple(argv), published=Published(*published))
+    own_token = "--token-position" in argv
+    return Experiment(
+        number, name, tuple(argv), published=Published(*published), reads_table_token=not own_token
+    )
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
@@ -115,9 +120,10 @@ BY_NUMBER = {row.number: row for row in EXPERIMENTS}
 SMALL_ROWS = (1, 2, 3, 4, 5, 10, 11, 13, 14, 15, 16, 17, 19)
 
 
-def describe_row(row: Experiment, weights: str) -> str:
+def describe_row(row: Experiment, weights: str, token_position: str = "last") -> str:
     """Three lines for ``--list``: number and name, command, published figures."""
-    lines = [f"{row.number:>2}  {row.name}", f"    gpt-spam {shlex.join(row.command(weights))}"]
+    command = shlex.join(row.command(weights, token_position))
+    lines = [f"{row.number:>2}  {row.name}", f"    gpt-spam {command}"]
     if row.published:
         p = row.published
         lines.append(
@@ -138,6 +144,7 @@ def run_experiments(
     save_checkpoints: bool = False,
     overrides: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = print,
+    token_position: str = "last",
 ) -> list[dict[str, Any]]:
     """Run ``rows`` in order, each into ``out_dir/<number>/``; skip the finished ones.
 
@@ -145,15 +152,18 @@ def run_experiments(
     random weights) takes that row's result instead of computing it again. ``overrides``
     replace training settings of every row (tests use a tiny model). Returns every finished
     row's summary in ``out_dir``, and writes them as table.md, table.csv and table.json.
+    ``token_position`` is the token every row but 2 and 16 reads.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, row in enumerate(rows, start=1):
-        command = shlex.join(row.command(weights))
+        command = shlex.join(row.command(weights, token_position))
         if row.baseline:
             settings, key = None, {"baseline": row.baseline}
         else:
-            settings = row_settings(row, weights, data_dir, device, precision, weights_dir)
+            settings = row_settings(
+                row, weights, data_dir, device, precision, weights_dir, token_position
+            )
             settings = dataclasses.replace(settings, **(overrides or {}))
             key = json.loads(json.dumps(settings.to_dict()))  # as it reads back from JSON
         done = _finished(out_dir)
@@ -185,13 +195,15 @@ def row_settings(
     device: str = "auto",
     precision: str = "fp32",
     weights_dir: str | None = None,
+    token_position: str = "last",
 ) -> TrainingSettings:
     """A training row's settings, parsed by `gpt-spam train`'s own parser: what runs is
     exactly the row's command."""
     from ch06_classification.cli import build_parser
     from ch06_classification.commands.train import settings_from_args
 
-    argv = [*row.command(weights), "--data-dir", str(data_dir), "--device", device]
+    argv = [*row.command(weights, token_position), "--data-dir", str(data_dir)]
+    argv += ["--device", device]
     argv += ["--precision", precision] + (["--weights-dir", weights_dir] if weights_dir else [])
     return settings_from_args(build_parser().parse_args(argv))
 

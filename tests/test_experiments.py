@@ -42,6 +42,10 @@ def test_rows_are_the_published_settings():
     assert settings_of(15).no_padding and settings_of(15).accumulation_steps == 8
     assert settings_of(17).disable_causal_mask and settings_of(19).average_embeddings
     assert all(BY_NUMBER[n].published for n in SMALL_ROWS)
+    # The table's token can be the project's: every row follows but those about the token.
+    flexible = " ".join(BY_NUMBER[5].command("random", token_position="flexible"))
+    assert flexible == "train --token-position flexible --trainable-layers all --weights random"
+    assert BY_NUMBER[2].command("random", "flexible")[1:3] == ["--token-position", "first"]
     assert 18 not in BY_NUMBER and {20, 21} <= BY_NUMBER.keys()
 
 
