@@ -34,13 +34,17 @@ def evaluate_run(
     batch_size: int = 32,
     threshold: float = 0.5,
     log: Callable[[str], None] = print,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
     Returns the contents of ``evaluation.json``; prints the metrics table through ``log``.
+    ``weights_dir`` is where the run's base weights are, if not where training found them.
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
-    classifier = SpamClassifier.from_checkpoint(run_dir / CHECKPOINT_NAME, device, batch_size)
+    classifier = SpamClassifier.from_pretrained(
+        run_dir / CHECKPOINT_NAME, device, batch_size, weights_dir=weights_dir
+    )
     frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
     unseen = ~texts_seen_in(frames["test"], frames["train"]).to_numpy()
 

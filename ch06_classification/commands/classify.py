@@ -36,7 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ch06_classification.commands.options import add_classifying_options, add_device_option
+from ch06_classification.commands.options import (
+    add_base_weights_option,
+    add_classifying_options,
+    add_device_option,
+)
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -111,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a run folder or its model.safetensors (default: the latest finished run in runs/)",
     )
     add_classifying_options(parser)
+    add_base_weights_option(parser)
     parser.add_argument(
         "--json",
         action="store_true",
@@ -137,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
     read_classifier_info(checkpoint)  # a missing or damaged file fails before input is read
     messages = read_messages(args)
     device = pick_device(args.device)
-    classifier = SpamClassifier.from_checkpoint(checkpoint, str(device), args.batch_size)
+    classifier = SpamClassifier.from_pretrained(
+        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir
+    )
 
     kept, encoded, refused = encode_messages(classifier, messages)
     for report in refused:

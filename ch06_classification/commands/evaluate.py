@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ch06_classification.commands.options import (
+    add_base_weights_option,
     add_classifying_options,
     add_data_dir_option,
     add_device_option,
@@ -27,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_option(parser)
     add_device_option(parser)
     add_classifying_options(parser)
+    add_base_weights_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -36,5 +38,12 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = args.run_dir or latest_run_dir()
     print(f"Evaluating {run_dir}/")
-    evaluate_run(run_dir, args.data_dir, args.device, args.batch_size, args.threshold)
+    evaluate_run(
+        run_dir,
+        args.data_dir,
+        args.device,
+        args.batch_size,
+        args.threshold,
+        weights_dir=args.weights_dir,
+    )
     return 0

@@ -1,0 +1,56 @@
+"""``gpt-spam export``: a trained run as a self-contained checkpoint or a transformers model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ch06_classification.commands.options import add_base_weights_option, add_run_dir_option
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a trained run in another format",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Write a trained run's model into a folder of its own.
+
+  --format hf    model.safetensors + config.json that Hugging Face transformers loads with
+                 GPT2ForSequenceClassification.from_pretrained(DIR), giving the same spam
+                 probabilities (the head's bias is folded into the final LayerNorm, which
+                 changes nothing it computes). Not exportable faithfully, and refused: a
+                 model trained with --token-position last (the book's padded last position:
+                 transformers reads the last real token instead) or first. Truncate
+                 messages to the run's max_length tokens (config.json: gpt_spam.max_length)
+                 and use GPT-2's tokenizer.
+  --format full  a self-contained gpt-spam checkpoint (every tensor, ~500 MB for
+                 gpt2-small) for a machine without the base weights; classify and evaluate
+                 read it with --checkpoint/--run-dir, Python with
+                 SpamClassifier.from_pretrained(DIR).""",
+    )
+    add_run_dir_option(parser)
+    parser.add_argument(
+        "--format",
+        choices=["hf", "full"],
+        required=True,
+        help="hf: Hugging Face transformers; full: a self-contained gpt-spam checkpoint",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the folder to write into"
+    )
+    add_base_weights_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ch06_classification.checkpoint import load_classifier
+    from ch06_classification.export import export_full, export_hf
+    from ch06_classification.runs import latest_run_dir
+
+    run_dir = args.run_dir or latest_run_dir()
+    model, info = load_classifier(run_dir, weights_dir=args.weights_dir)
+    export = export_hf if args.format == "hf" else export_full
+    out = export(model, info, args.out)
+    print(f"Exported {run_dir}/ as {args.format} to {out}/ (model.safetensors, config.json)")
+    return 0
