@@ -12,13 +12,16 @@ with two differences that the export bridges or refuses:
   model trained on the book's ``last`` position (a padding token of a padded row) or on the
   ``first`` token computes something transformers cannot: such models are refused.
 
-Neither model can know where a message is cut: this one reads the first ``max_length``
-tokens, so truncate to that (kept in the exported ``config.json`` as ``gpt_spam.max_length``).
+The folder also holds GPT-2's tokenizer (OpenAI's ``encoder.json`` and ``vocab.bpe``, under
+the names transformers reads), with ``model_max_length`` set to the classifier's
+``max_length``: ``pipeline("text-classification", model=folder)`` then works offline, and
+cuts messages where this classifier does when called with ``truncation=True``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import torch
@@ -28,6 +31,7 @@ from ch06_classification.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, Classif
 from ch06_classification.datafiles import atomic_output
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel
+from gpt.tokenizer import BPE_DIR, ENCODER_FILE, END_OF_TEXT, MERGES_FILE
 from gpt.weights import openai_state_dict
 
 EXPORT_FORMATS = ("hf", "full")
@@ -78,7 +82,7 @@ def hf_config(info: ClassifierInfo) -> dict:
             "max_length": info.max_length,  # messages were cut to this many tokens
             "token_position": info.token_position,
             "preset": info.model_preset,
-            "tokenizer": "gpt2 (tiktoken; the same BPE as openai-community/gpt2)",
+            "tokenizer": "gpt2 (vocab.json, merges.txt: GPT-2's byte-pair encoding)",
         },
     }
 
@@ -110,8 +114,27 @@ def export_hf(model: GPTModel, info: ClassifierInfo, out_dir: str | Path) -> Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(out_dir / CHECKPOINT_NAME) as temporary:
         save_file(hf_state_dict(model), str(temporary), metadata={"format": "pt"})
+    for ours, theirs in ((ENCODER_FILE, "vocab.json"), (MERGES_FILE, "merges.txt")):
+        with atomic_output(out_dir / theirs) as temporary:
+            shutil.copyfile(BPE_DIR / ours, temporary)
+    write_json(out_dir / "tokenizer_config.json", hf_tokenizer_config(info))
     write_json(out_dir / CONFIG_NAME, hf_config(info))
     return out_dir
+
+
+def hf_tokenizer_config(info: ClassifierInfo) -> dict:
+    """GPT-2's tokenizer for transformers, padding with <|endoftext|> as we do, and cutting
+    (with ``truncation=True``) where this classifier cuts."""
+    return {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": min(info.max_length, info.config.context_length),
+        "bos_token": END_OF_TEXT,
+        "eos_token": END_OF_TEXT,
+        "unk_token": END_OF_TEXT,
+        "pad_token": END_OF_TEXT,
+        "add_prefix_space": False,
+        "padding_side": "right",
+    }
 
 
 def export_full(model: GPTModel, info: ClassifierInfo, out_dir: str | Path) -> Path:

@@ -83,6 +83,25 @@ def test_transformers_gives_the_same_probabilities_on_the_test_split(
     assert expected[:, 1].std() > 0.01  # the messages really get different answers
 
 
+def test_a_transformers_pipeline_reads_the_folder_alone_and_agrees(
+    tmp_path: Path, test_split: list[str]
+) -> None:
+    """The exported folder is all transformers needs, tokenizer included, offline."""
+    from transformers import pipeline
+
+    run = write_run(tmp_path / "run")
+    main(["export", "--run-dir", str(run), "--format", "hf", "--out", str(tmp_path / "hf")])
+    classify = pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
+    ours = SpamClassifier.from_pretrained(run, device="cpu")
+
+    for text in test_split:  # the same tokens, cut at the same place
+        assert classify.tokenizer(text, truncation=True)["input_ids"] == ours.encode(text)
+    results = classify(test_split, truncation=True, top_k=None)
+    got = np.array([{r["label"]: r["score"] for r in result}["spam"] for result in results])
+
+    assert np.abs(got - ours.predict_proba(test_split)[:, 1]).max() < 1e-4
+
+
 def test_the_logits_are_the_same_because_the_head_bias_is_folded(tmp_path: Path) -> None:
     from transformers import GPT2ForSequenceClassification
 
