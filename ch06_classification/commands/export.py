@@ -16,14 +16,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="""\
 Write a trained run's model into a folder of its own.
 
-  --format hf    model.safetensors + config.json that Hugging Face transformers loads with
-                 GPT2ForSequenceClassification.from_pretrained(DIR), giving the same spam
+  --format hf    model.safetensors, config.json and GPT-2's tokenizer files, which Hugging
+                 Face transformers loads with GPT2ForSequenceClassification.from_pretrained
+                 (DIR) or pipeline("text-classification", model=DIR), giving the same spam
                  probabilities (the head's bias is folded into the final LayerNorm, which
-                 changes nothing it computes). Not exportable faithfully, and refused: a
-                 model trained with --token-position last (the book's padded last position:
-                 transformers reads the last real token instead) or first. Truncate
-                 messages to the run's max_length tokens (config.json: gpt_spam.max_length)
-                 and use GPT-2's tokenizer.
+                 changes nothing it computes; call the pipeline with truncation=True to cut
+                 messages at the run's max_length, as gpt-spam does). Not exportable
+                 faithfully, and refused: a model trained with --token-position last (the
+                 book's padded last position: transformers reads the last real token
+                 instead) or first.
   --format full  a self-contained gpt-spam checkpoint (every tensor, ~500 MB for
                  gpt2-small) for a machine without the base weights; classify and evaluate
                  read it with --checkpoint/--run-dir, Python with
@@ -52,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
     model, info = load_classifier(run_dir, weights_dir=args.weights_dir)
     export = export_hf if args.format == "hf" else export_full
     out = export(model, info, args.out)
-    print(f"Exported {run_dir}/ as {args.format} to {out}/ (model.safetensors, config.json)")
+    print(f"Exported {run_dir}/ as {args.format} to {out}/")
     return 0
