@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 
+from ch06_classification.classifier import RANDOM_INIT
 from gpt.errors import UserFacingError
-from gpt.model import GPTModel
+from gpt.model import INITS, GPTModel
 
 BASE_KINDS = ("pretrained", "random")
-# How ``--weights random`` draws its numbers (gpt/model.py): GPT-2's normal(0, 0.02).
-RANDOM_INIT = "gpt2"
-RANDOM_INITS = ("gpt2",)
+RANDOM_INITS = INITS  # "book" (PyTorch's defaults) or "gpt2" (GPT-2's normal(0, 0.02))
 
 
 class BaseWeightsError(UserFacingError):

@@ -426,7 +426,7 @@ def _rebuild_base(info: ClassifierInfo, weights_file: Path | None) -> GPTModel:
         model = uninitialized_gpt(info.config)
         load_weights_into_gpt(model, weights_file)
     else:
-        model = random_gpt(info.config, info.base.seed)
+        model = random_gpt(info.config, info.base.seed, info.base.init)
     return add_classification_head(model, num_classes=len(info.labels))
 
 

@@ -30,6 +30,10 @@ LABELS = ("not spam", "spam")  # class 0 and class 1, as in the book
 #             itself, so it cannot know what the message says.
 TOKEN_POSITIONS = ("flexible", "last", "first")
 
+# How `--weights random` draws the starting weights: GPT-2's initialisation, a far better
+# start than PyTorch's defaults (see gpt/model.py). Lean checkpoints record it.
+RANDOM_INIT = "gpt2"
+
 # What is fine-tuned (the book's bonus experiments); everything else stays frozen.
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
 
@@ -151,12 +155,12 @@ def build_classifier(
     return freeze_for_classification(model, trainable_layers)
 
 
-def random_gpt(cfg: GPTConfig, seed: int) -> GPTModel:
-    """A ``GPTModel`` with random weights drawn from ``seed`` (the same ones every time),
-    leaving the caller's random state as it was."""
+def random_gpt(cfg: GPTConfig, seed: int, init: str = RANDOM_INIT) -> GPTModel:
+    """A ``GPTModel`` with random weights drawn from ``seed`` by the ``init`` scheme (the
+    same ones every time), leaving the caller's random state as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return GPTModel(cfg)
+        return GPTModel(cfg, init=init)
 
 
 def describe_trainable(model: nn.Module) -> str:

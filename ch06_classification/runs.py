@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from ch06_classification.finetune import TrainingResult
 
 DEFAULT_RUNS_DIR = Path("runs")
+# The fingerprints (SHA-256) of the texts a run was trained on; see evaluation.py.
+TRAINING_TEXTS_FILE = "training_texts.json"
 
 
 def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
@@ -58,6 +60,33 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any]) -> Path:
+    """Record what the run was trained on: the SHA-256 of each distinct training text."""
+    from ch06_classification.splits import text_fingerprints
+
+    return write_json(
+        run_dir / TRAINING_TEXTS_FILE,
+        {
+            "data_dir": extra.get("settings", {}).get("data_dir"),
+            "rows": len(texts),
+            "sha256": text_fingerprints(texts),
+        },
+    )
+
+
+def read_training_texts(run_dir: Path) -> set[str] | None:
+    """The fingerprints of a run's training texts; None for a run that did not record them."""
+    path = Path(run_dir) / TRAINING_TEXTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return set(read_json(path)["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise UserFacingError(
+            f"{path} is damaged (not a list of fingerprints): retrain the run"
+        ) from None
+
+
 def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
     """Write a finished run: checkpoint (model.safetensors, config.json), metrics.json,
     history.json, loss and accuracy plots."""
@@ -66,6 +95,7 @@ def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint_folder(result.model, result.info, run_dir)
+    write_training_texts(run_dir, result.training_texts, result.info.extra)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())
     write_json(
