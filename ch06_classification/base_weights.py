@@ -63,7 +63,7 @@ def tensors_sha256(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # its memory, not a copy
     return digest.hexdigest()
 
 
