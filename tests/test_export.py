@@ -94,12 +94,13 @@ def test_a_transformers_pipeline_reads_the_folder_alone_and_agrees(
     classify = pipeline("text-classification", model=str(tmp_path / "hf"), device="cpu")
     ours = SpamClassifier.from_pretrained(run, device="cpu")
 
-    for text in test_split:  # the same tokens, cut at the same place
+    texts = test_split[:100]  # (a fraction of it: the check above covers them all)
+    for text in texts:  # the same tokens, cut at the same place
         assert classify.tokenizer(text, truncation=True)["input_ids"] == ours.encode(text)
-    results = classify(test_split, truncation=True, top_k=None)
+    results = classify(texts, truncation=True, top_k=None)
     got = np.array([{r["label"]: r["score"] for r in result}["spam"] for result in results])
 
-    assert np.abs(got - ours.predict_proba(test_split)[:, 1]).max() < 1e-4
+    assert np.abs(got - ours.predict_proba(texts)[:, 1]).max() < 1e-4
 
 
 def test_the_logits_are_the_same_because_the_head_bias_is_folded(tmp_path: Path) -> None:
