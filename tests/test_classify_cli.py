@@ -75,7 +75,11 @@ def test_a_message_is_classified_with_the_latest_run(
     result = gpt_spam("classify", message, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # The user named no run: stderr says which one answered (stdout stays the results).
+    assert result.stderr == (
+        "gpt-spam classify: using the latest run, runs/20260101-000000/ "
+        "(gpt2-small from random weights, last_block trained)\n"
+    )
     [(label, probability, text)] = parse(result.stdout.splitlines())
     assert (label, text) == (classifier.predict(message), message)
     assert probability == pytest.approx(classifier.predict_proba(message)[0, 1], abs=5e-4)
@@ -317,7 +321,7 @@ def description_not_an_object(folder: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_checkpoint", "expected"),
     [
-        (lambda folder: folder / "nowhere", "no checkpoint at "),
+        (lambda folder: folder / "nowhere", "does not exist"),
         (mismatched_checkpoint, "does not match the model"),
         (description_not_an_object, "has an invalid description"),
     ],

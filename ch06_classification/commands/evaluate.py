@@ -40,10 +40,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ch06_classification.evaluation import evaluate_run
-    from ch06_classification.runs import latest_run_dir
+    from ch06_classification.datafiles import SPLIT_FILES
+    from ch06_classification.evaluation import evaluate_run, evaluated_problem
+    from ch06_classification.prerequisites import (
+        require,
+        run_problem,
+        splits_problem,
+        tokenizer_problem,
+    )
+    from ch06_classification.runs import find_run
 
-    run_dir = args.run_dir or latest_run_dir()
+    require(
+        run_problem(args.run_dir),
+        splits_problem(args.data_dir, tuple(SPLIT_FILES)),
+        tokenizer_problem(),
+    )
+    run_dir = find_run(args.run_dir)
+    require(evaluated_problem(run_dir, args.data_dir, args.threshold, args.overwrite))
     print(f"Evaluating {run_dir}/")
     evaluate_run(
         run_dir,
