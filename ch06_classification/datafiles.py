@@ -15,6 +15,11 @@ from pathlib import Path
 
 from gpt.errors import UserFacingError
 
+# The two classes, as the data names them: class 0 and class 1 everywhere (splits, model
+# outputs, metrics, plots, the classify command). The book prints ham as "not spam": that
+# is only how classify_review displays it (see DISPLAY_NAMES in classifier.py).
+CLASS_NAMES = ("ham", "spam")
+
 # The validated collection, as `gpt-spam download` leaves it in the data folder.
 SMS_SPAM_TSV = "SMSSpamCollection.tsv"
 

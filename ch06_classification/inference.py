@@ -24,7 +24,7 @@ from ch06_classification.checkpoint import (
     load_classifier,
     save_checkpoint_folder,
 )
-from ch06_classification.classifier import LABELS, classified_positions
+from ch06_classification.classifier import DISPLAY_NAMES, LABELS, classified_positions
 from ch06_classification.dataset import encode_message
 from ch06_classification.fast_path import logits_at
 from ch06_classification.training import autocast, pick_device
@@ -57,7 +57,8 @@ def classify_review(
     pad_token_id: int = END_OF_TEXT_ID,
     token_position: str = "last",
 ) -> str:
-    """The book's ``classify_review``: "spam" or "not spam" for one message.
+    """The book's ``classify_review``: "spam" or "not spam" (the book's display name for
+    ham) for one message.
 
     As in the book, the message is cut to the model's context and to ``max_length``
     (default: the context), padded to ``max_length``, and classified at the last position,
@@ -77,7 +78,7 @@ def classify_review(
     )
     model.eval()
     logits = logits_at(model, ids, positions)
-    return "spam" if logits.argmax(dim=-1).item() == 1 else "not spam"
+    return DISPLAY_NAMES[LABELS[int(logits.argmax(dim=-1).item())]]
 
 
 class SpamClassifier:
@@ -85,9 +86,9 @@ class SpamClassifier:
 
     >>> classifier = SpamClassifier.from_pretrained("runs/20261125-101500")  # doctest: +SKIP
     >>> classifier.predict(["You are a winner! Claim now", "Lunch at 1?"])  # doctest: +SKIP
-    array(['spam', 'not spam'], dtype='<U8')
+    array(['spam', 'ham'], dtype='<U4')
     >>> classifier("Lunch at 1?")  # doctest: +SKIP
-    [{'label': 'not spam', 'score': 0.98...}]
+    [{'label': 'ham', 'score': 0.98...}]
 
     ``classes_`` are the labels in column order of ``predict_proba``, as in scikit-learn.
     """
@@ -165,7 +166,7 @@ class SpamClassifier:
         return self.predict_proba_encoded(encoded, progress)
 
     def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | np.ndarray:
-        """ "spam" or "not spam" per message: spam when its spam probability >= ``threshold``.
+        """ "ham" or "spam" per message: spam when its spam probability >= ``threshold``.
 
         A label for one string; an array of labels for a list, as in scikit-learn.
         """

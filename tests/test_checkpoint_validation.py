@@ -216,7 +216,7 @@ def test_an_edited_config_json_is_refused(tmp_path: Path) -> None:
     assert read_classifier_info(folder) == info
 
     config = json.loads((folder / "config.json").read_text())
-    config["id2label"] = {"0": "spam", "1": "not spam"}  # swapped: every answer reversed
+    config["id2label"] = {"0": "spam", "1": "ham"}  # swapped: every answer reversed
     (folder / "config.json").write_text(json.dumps(config))
 
     with pytest.raises(CheckpointError, match=r"config\.json disagrees with model\.safetensors"):

@@ -78,7 +78,7 @@ def test_transformers_gives_the_same_probabilities_on_the_test_split(
     got = hf_probabilities(hf_model, encoded)
 
     assert len(test_split) == 300
-    assert hf_model.config.id2label == {0: "not spam", 1: "spam"}
+    assert hf_model.config.id2label == {0: "ham", 1: "spam"}
     assert np.abs(got - expected).max() < 1e-4
     assert expected[:, 1].std() > 0.01  # the messages really get different answers
 
@@ -120,7 +120,7 @@ def test_the_logits_are_the_same_because_the_head_bias_is_folded(tmp_path: Path)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["gpt_spam"]["max_length"] == MAX_LENGTH
-    assert config["label2id"] == {"not spam": 0, "spam": 1}
+    assert config["label2id"] == {"ham": 0, "spam": 1}
 
 
 @pytest.mark.parametrize("token_position", ["last", "first"])

@@ -185,8 +185,8 @@ def test_save_pretrained_writes_a_config_json_and_loads_back(pretrained_run, tmp
     folder = trained.save_pretrained(tmp_path / "saved")
 
     config = json.loads((folder / "config.json").read_text())
-    assert config["id2label"] == {"0": "not spam", "1": "spam"}
-    assert config["label2id"] == {"not spam": 0, "spam": 1}
+    assert config["id2label"] == {"0": "ham", "1": "spam"}
+    assert config["label2id"] == {"ham": 0, "spam": 1}
     assert (config["preset"], config["token_position"], config["max_length"]) == (
         "gpt2-small",
         "flexible",

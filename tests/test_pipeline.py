@@ -58,7 +58,7 @@ def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, ti
     assert evaluation["sets"]["test"]["n"] == 300
     assert evaluation["sets"]["test (unseen)"]["n"] == 264
     # the last lines classify the two sample messages, in order
-    classified = re.findall(r"^(?:spam|not spam) +[01]\.\d{3}  (.{20})", out, re.MULTILINE)
+    classified = re.findall(r"^(?:spam|ham) +[01]\.\d{3}  (.{20})", out, re.MULTILINE)
     assert classified == [message[:20] for message in SAMPLE_MESSAGES]
     assert sorted(p.name for p in (tmp_path / "data").iterdir())[:2] == [
         "SMSSpamCollection.tsv",
