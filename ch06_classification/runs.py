@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME, save_classifier
+from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.datafiles import atomic_output
 from gpt.errors import UserFacingError
 
@@ -98,12 +98,13 @@ def read_training_texts(run_dir: Path) -> set[str] | None:
 
 
 def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
-    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots."""
+    """Write a finished run: checkpoint (model.safetensors, config.json), metrics.json,
+    history.json, loss and accuracy plots."""
     from ch06_classification.plots import plot_values
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+    save_checkpoint_folder(result.model, result.info, run_dir)
     write_training_texts(run_dir, result.training_texts, result.info.extra)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())
