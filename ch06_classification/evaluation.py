@@ -139,11 +139,13 @@ def evaluate_run(
     log: Callable[[str], None] = print,
     overwrite: bool = False,
     progress: bool = True,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
     Returns the report saved as ``evaluation-<data>-t<threshold>.json``; prints the metrics
     table through ``log``, and a progress bar per set on stderr unless ``progress=False``.
+    ``weights_dir`` is where the run's base weights are, if not where training found them.
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
@@ -151,7 +153,9 @@ def evaluate_run(
     problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)
     if problem:
         raise UserFacingError(problem)
-    classifier = SpamClassifier.from_checkpoint(checkpoint, device, batch_size)
+    classifier = SpamClassifier.from_pretrained(
+        checkpoint, device, batch_size, weights_dir=weights_dir
+    )
     split_fingerprints = set(text_fingerprints(read_split(data_dir / SPLIT_FILES["train"])["Text"]))
     trained_on = read_training_texts(run_dir)
     if trained_on is None:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ch06_classification.base_weights import BaseWeights, describe_pretrained, describe_random
 from ch06_classification.checkpoint import ClassifierInfo
 from ch06_classification.classifier import (
     GPTClassifier,
@@ -23,6 +24,7 @@ from ch06_classification.classifier import (
     describe_trainable,
     first_trainable_block,
     needs_fixed_padding,
+    trained_parameter_names,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
 from ch06_classification.fast_path import (
@@ -43,6 +45,7 @@ from gpt.errors import UserFacingError
 from gpt.lora import lora_config
 from gpt.model import GPTModel
 from gpt.tokenizer import get_tokenizer
+from gpt.weights import find_weights
 
 
 def fast_path_cache_limit() -> int:
@@ -85,6 +88,8 @@ class TrainingSettings:
     precision: str = "fp32"  # or "bf16"
     fast_path: str = "auto"  # "on", "off" (the book's straightforward way), or "auto"
     data_dir: str = "data"
+    # Store every tensor instead of only the trained ones plus a record of the base weights.
+    full_checkpoint: bool = False
     # Changes to the model's shape, e.g. a tiny random model for tests and CI.
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +180,7 @@ def fine_tune(
         **overrides,
     )
     log(describe_trainable(model))
+    base = describe_base(settings, model)
     if settings.no_padding:
         # One message per batch, at its own length: nothing is padded, so the last position
         # is the last real token, and the classifier is saved as reading that one.
@@ -291,6 +297,11 @@ def fine_tune(
         trainable_layers=settings.trainable_layers,
         average_embeddings=settings.average_embeddings,
         lora=lora_config(model),
+        # Training every layer leaves no base to share: such a checkpoint is full anyway.
+        stored="full"
+        if settings.full_checkpoint or settings.trainable_layers == "all"
+        else "trained",
+        base=base,
         extra={"settings": settings.to_dict()},
     )
     return TrainingResult(
@@ -312,6 +323,16 @@ def fine_tune(
 def in_order(loader: DataLoader) -> DataLoader:
     """A loader over the same examples as ``loader``, each once, in order, none dropped."""
     return DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
+
+
+def describe_base(settings: TrainingSettings, model: GPTModel) -> BaseWeights:
+    """The record of the weights training starts from, taken before it changes any."""
+    if settings.weights == "pretrained":
+        return describe_pretrained(
+            settings.model, find_weights(settings.model, settings.weights_dir)
+        )
+    trained = trained_parameter_names(model, settings.trainable_layers)
+    return describe_random(settings.model, settings.seed, model, trained)
 
 
 def _cache_bytes(

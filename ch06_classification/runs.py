@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME, save_classifier
+from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.datafiles import atomic_output
 from gpt.errors import UserFacingError
 
@@ -100,7 +100,8 @@ def read_training_texts(run_dir: Path) -> set[str] | None:
 def save_training_run(
     result: TrainingResult, run_dir: str | Path, save_checkpoint: bool = True
 ) -> Path:
-    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots.
+    """Write a finished run: checkpoint (model.safetensors, config.json), metrics.json,
+    history.json, loss and accuracy plots.
 
     ``save_checkpoint=False`` leaves the model out (experiments that only need the figures).
     """
@@ -109,7 +110,7 @@ def save_training_run(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if save_checkpoint:
-        save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+        save_checkpoint_folder(result.model, result.info, run_dir)
     write_training_texts(run_dir, result.training_texts, result.info.extra)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())

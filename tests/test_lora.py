@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from ch06_classification.checkpoint import ClassifierInfo, load_classifier, save_classifier
@@ -104,3 +105,28 @@ def test_a_lora_checkpoint_holds_the_adapters_and_predicts_the_same(tmp_path):
     merged = classifier.predict_proba(list(MESSAGES))
     assert abs(unmerged[:, 1] - 0.5).max() > 1e-3  # not a degenerate, constant answer
     assert merged == pytest.approx(unmerged, abs=1e-5)
+
+
+def test_a_lora_run_saves_only_the_adapters_and_loads_to_the_same_predictions(tmp_path):
+    from ch06_classification.finetune import TrainingSettings, fine_tune
+    from ch06_classification.runs import save_training_run
+    from tests.synthetic_splits import write_synthetic_splits
+
+    data_dir = write_synthetic_splits(tmp_path / "data", sizes=(16, 8, 8))
+    settings = TrainingSettings(
+        weights="random",
+        data_dir=str(data_dir),
+        trainable_layers="lora",
+        lora_rank=2,
+        epochs=1,
+        lr=1e-2,
+        config_overrides=TINY,
+    )
+    result = fine_tune(settings, log=lambda line: None, progress=False)
+    run_dir = save_training_run(result, tmp_path / "run")
+    with safe_open(run_dir / "model.safetensors", framework="pt") as file:
+        stored = set(file.keys())
+    assert stored and all(".lora." in name for name in stored)  # the base is rebuilt
+    expected = SpamClassifier(result.model, result.info).predict_proba(list(MESSAGES))
+    loaded = SpamClassifier.from_pretrained(run_dir, device="cpu").predict_proba(list(MESSAGES))
+    assert loaded == pytest.approx(expected, abs=1e-5)

@@ -9,9 +9,10 @@ from ch06_classification.commands import (
     download,
     evaluate,
     experiments,
+    export,
     pipeline,
     split,
     train,
 )
 
-STEPS = [download, split, train, evaluate, classify, pipeline, experiments, baseline]
+STEPS = [download, split, train, evaluate, classify, export, pipeline, experiments, baseline]

@@ -35,6 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(parser)
     add_run_dir_option(parser, reading=False)
+    parser.add_argument(
+        "--full-checkpoint",
+        action="store_true",
+        help=(
+            "store every tensor (498 MB for gpt2-small) instead of only the trained ones and "
+            "a record of the base weights (28 MB for the last block), which loading finds "
+            "and checks as training did: for a machine without the base weights"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -66,10 +75,12 @@ def settings_from_args(args: argparse.Namespace):
         precision=args.precision,
         fast_path=args.fast_path,
         data_dir=str(args.data_dir),
+        full_checkpoint=args.full_checkpoint,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ch06_classification.checkpoint import CHECKPOINT_NAME
     from ch06_classification.finetune import fine_tune
     from ch06_classification.prerequisites import (
         require,
@@ -86,5 +97,10 @@ def run(args: argparse.Namespace) -> int:
     )
     result = fine_tune(settings_from_args(args))
     run_dir = save_training_run(result, args.run_dir or new_run_dir())
-    print(f"Saved the run to {run_dir}/ (model.safetensors, metrics.json, history.json, plots)")
+    stored = "every tensor" if result.info.stored == "full" else "the trained tensors"
+    size = (run_dir / CHECKPOINT_NAME).stat().st_size / 1e6
+    print(
+        f"Saved the run to {run_dir}/: model.safetensors ({size:,.1f} MB, {stored}), "
+        "config.json, metrics.json, history.json, plots"
+    )
     return 0
