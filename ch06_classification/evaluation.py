@@ -22,6 +22,7 @@ from ch06_classification.inference import SpamClassifier
 from ch06_classification.metrics import binary_metrics, format_metrics_table
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
 from ch06_classification.runs import write_json
+from ch06_classification.safe_files import replace_together
 from ch06_classification.splits import read_split, texts_seen_in
 
 EVALUATION_FILE = "evaluation.json"
@@ -65,12 +66,6 @@ def evaluate_run(
     )
 
     curves = {name: (labels[name], scores[name]) for name in ("test", "test (unseen)", "realistic")}
-    plots = [
-        plot_roc_and_pr(curves, run_dir / "roc_pr.png"),
-        plot_confusion_matrix(
-            metrics["test"].confusion_matrix, run_dir / "confusion_matrix.png", "Test split"
-        ),
-    ]
     report = {
         "checkpoint": str(run_dir / CHECKPOINT_NAME),
         "data_dir": str(data_dir),
@@ -78,6 +73,14 @@ def evaluate_run(
         "test_rows_seen_in_training": int((~unseen).sum()),
         "sets": {name: metrics[name].to_dict() for name in order},
     }
-    write_json(run_dir / EVALUATION_FILE, report)
+    # The evaluation and its plots replace the previous ones together.
+    with replace_together(run_dir) as staging:
+        plots = [
+            plot_roc_and_pr(curves, staging / "roc_pr.png"),
+            plot_confusion_matrix(
+                metrics["test"].confusion_matrix, staging / "confusion_matrix.png", "Test split"
+            ),
+        ]
+        write_json(staging / EVALUATION_FILE, report)
     log(f"Saved {EVALUATION_FILE} and {', '.join(p.name for p in plots)} (+ PDFs) in {run_dir}/")
     return report

@@ -24,6 +24,7 @@ from ch06_classification.classifier import (
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
 from ch06_classification.fast_path import fast_path_unavailable_reason, prepare_fast_path
+from ch06_classification.splits import check_training_splits
 from ch06_classification.training import (
     TrainingHistory,
     autocast,
@@ -129,6 +130,7 @@ def classified_sequences(dataset: SpamDataset, token_position: str) -> list[torc
 
 def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) -> TrainingResult:
     """Train a spam classifier as ``settings`` say; print progress through ``log``."""
+    check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
     device = pick_device(settings.device)
     tokenizer = get_tokenizer()
     model = build_classifier(
@@ -153,6 +155,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         max_length=resolve_max_length(settings.context_length, model),
         padding="fixed" if fixed else "batch",
         seed=settings.seed,
+        context_length=model.cfg.context_length,
     )
     train_dataset: SpamDataset = loaders.train.dataset  # type: ignore[assignment]
     log(
@@ -160,6 +163,13 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         f"/ {len(loaders.test.dataset):,} test messages, max_length {train_dataset.max_length}; "
         f"{len(loaders.train)} / {len(loaders.validation)} / {len(loaders.test)} batches"
     )
+    cut = [loader.dataset.num_truncated for loader in loaders]  # type: ignore[attr-defined]
+    if any(cut):
+        log(
+            f"Cut {cut[0]:,} training / {cut[1]:,} validation / {cut[2]:,} test messages "
+            f"longer than {train_dataset.max_length:,} tokens to their first "
+            f"{train_dataset.max_length:,}"
+        )
     if path == "fast" and _cache_bytes(loaders, settings, model) > FAST_PATH_CACHE_LIMIT_BYTES:
         if settings.fast_path == "on":
             raise UserFacingError("--fast-path on would cache more than 2 GiB of hidden states")

@@ -1,8 +1,16 @@
-"""Run folders: where each training run keeps its checkpoint, metrics and plots."""
+"""Run folders: where each training run keeps its checkpoint, metrics and plots.
+
+A run folder holds one run. Training claims its folder before it starts (see
+:func:`claim_run_dir`) and saves everything in one go at the end, so a folder never holds
+the checkpoint of one run beside the metrics, evaluation or plots of another.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,13 +18,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_classifier
-from ch06_classification.datafiles import atomic_output
+from ch06_classification.safe_files import (
+    atomic_output,
+    ensure_writable_folder,
+    folder_lock,
+    is_own_file,
+    replace_together,
+)
+from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
     from ch06_classification.finetune import TrainingResult
 
 DEFAULT_RUNS_DIR = Path("runs")
+# Files that only a training run writes: a folder holding one of them is a run folder.
+RUN_MARKERS = (CHECKPOINT_NAME, "metrics.json")
 
 
 def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
@@ -29,6 +46,61 @@ def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
         run_dir = runs_dir / f"{stamp}-{suffix}"
     run_dir.mkdir(parents=True)
     return run_dir
+
+
+@contextmanager
+def claim_run_dir(
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    needed_bytes: int = 0,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+) -> Iterator[Path]:
+    """Hold a run folder from before training until its run is saved.
+
+    ``None`` makes a new ``runs_dir/<timestamp>/``. Up front, before any long work: the
+    folder is created and a file written there (with ``needed_bytes`` free); one that
+    already holds a run is refused unless ``overwrite``; and while the block runs, any
+    other command that wants to write there is refused (:func:`folder_lock`). A folder
+    made here and left empty, because training failed, is removed again.
+    """
+    created = run_dir is None or not Path(run_dir).exists()
+    run_dir = new_run_dir(runs_dir) if run_dir is None else Path(run_dir)
+    ensure_writable_folder(run_dir, needed_bytes)
+    try:
+        with folder_lock(run_dir):
+            _check_replaceable(run_dir, overwrite)
+            yield run_dir
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
+def checkpoint_bytes(cfg: GPTConfig) -> int:
+    """About how large the checkpoint of a classifier with this configuration will be."""
+    from ch06_classification.classifier import add_classification_head
+    from gpt.model import GPTModel
+
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = add_classification_head(GPTModel(cfg))
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to put a run where one already is (unless ``overwrite``), or where files
+    that are not a run's would be deleted."""
+    present = [name for name in os.listdir(run_dir) if not is_own_file(name)]
+    if not present:
+        return
+    if not any(name in present for name in RUN_MARKERS):
+        raise UserFacingError(
+            f"{run_dir} holds files but no run ({', '.join(sorted(present)[:3])}, ...): "
+            "choose a new or empty folder for the run"
+        )
+    if not overwrite:
+        raise UserFacingError(
+            f"{run_dir} already holds a run: pass --overwrite to replace it (its evaluations "
+            "and plots go with it), or choose another --run-dir"
+        )
 
 
 def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
@@ -59,11 +131,23 @@ def read_json(path: str | Path) -> Any:
 
 
 def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
-    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots."""
-    from ch06_classification.plots import plot_values
+    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots.
 
+    The files replace whatever the folder held, together: a run saved over an older one
+    (``--overwrite``) leaves nothing of the old one behind, not even its evaluation, and
+    an interruption while saving leaves the old run as it was.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with replace_together(run_dir, replace_all=True) as staging:
+        _check_replaceable(run_dir, overwrite=True)
+        _write_run_files(result, staging)
+    return run_dir
+
+
+def _write_run_files(result: TrainingResult, run_dir: Path) -> None:
+    from ch06_classification.plots import plot_values
+
     save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())
@@ -104,4 +188,3 @@ def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
         label="accuracy",
         out_dir=run_dir,
     )
-    return run_dir

@@ -31,10 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ch06_classification.checkpoint import read_classifier_info
     from ch06_classification.evaluation import evaluate_run
     from ch06_classification.runs import latest_run_dir
+    from ch06_classification.safe_files import ensure_writable_folder, folder_lock
 
     run_dir = args.run_dir or latest_run_dir()
-    print(f"Evaluating {run_dir}/")
-    evaluate_run(run_dir, args.data_dir, args.device, args.batch_size, args.threshold)
+    # Before the work: a missing checkpoint, or a run folder the results cannot be saved in.
+    read_classifier_info(run_dir)
+    ensure_writable_folder(run_dir)
+    with folder_lock(run_dir):  # no training or other evaluation may write there meanwhile
+        print(f"Evaluating {run_dir}/")
+        evaluate_run(run_dir, args.data_dir, args.device, args.batch_size, args.threshold)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -62,6 +63,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
+        type=device_name,
         default="auto",
         help="auto (CUDA, then Apple MPS, then CPU), or e.g. cpu, cuda:1 (default: %(default)s)",
     )
@@ -112,3 +114,50 @@ def probability(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value!r}")
     return number
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a number greater than 0."""
+    number = _float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 0, not {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type: a number of at least 0."""
+    number = _float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {value!r}")
+    return number
+
+
+def dropout_rate(value: str) -> float:
+    """An argparse type: a probability of dropping, from 0 up to but not including 1."""
+    number = _float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, not {value!r}")
+    return number
+
+
+def device_name(value: str) -> str:
+    """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
+    if value == "auto":
+        return value  # decided when the command runs; --help need not load PyTorch
+    from ch06_classification.training import pick_device
+    from gpt.errors import UserFacingError
+
+    try:
+        pick_device(value)
+    except UserFacingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _float(value: str) -> float:
+    """``value`` as a finite number, or NaN (which every range check refuses)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")

@@ -8,6 +8,9 @@ from ch06_classification.commands.options import (
     add_data_dir_option,
     add_device_option,
     add_model_options,
+    dropout_rate,
+    non_negative_float,
+    positive_float,
     positive_int,
 )
 
@@ -71,13 +74,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="(default: %(default)s)",
     )
     parser.add_argument(
-        "--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)"
+        "--lr",
+        type=positive_float,
+        default=defaults.lr,
+        help="AdamW learning rate, above 0 (default: %(default)s)",
     )
     parser.add_argument(
-        "--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)"
+        "--weight-decay",
+        type=non_negative_float,
+        default=defaults.weight_decay,
+        help="AdamW weight decay, 0 or more (default: %(default)s)",
     )
     parser.add_argument(
-        "--drop-rate", type=float, default=defaults.drop_rate, help="dropout (default: %(default)s)"
+        "--drop-rate",
+        type=dropout_rate,
+        default=defaults.drop_rate,
+        help="dropout probability, from 0 to below 1 (default: %(default)s)",
     )
     parser.add_argument(
         "--eval-freq",
@@ -112,7 +124,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--run-dir",
         metavar="DIR",
-        help="where to save this run (default: a new runs/<timestamp>/ folder)",
+        help=(
+            "where to save this run: a new or empty folder, or with --overwrite an earlier "
+            "run's (default: a new runs/<timestamp>/ folder)"
+        ),
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace the run already in --run-dir, with its evaluations and plots "
+            "(default: refuse to)"
+        ),
     )
     parser.set_defaults(run=run)
 
@@ -144,9 +167,14 @@ def settings_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ch06_classification.finetune import fine_tune
-    from ch06_classification.runs import new_run_dir, save_training_run
+    from ch06_classification.runs import checkpoint_bytes, claim_run_dir, save_training_run
+    from gpt.config import get_config
 
-    result = fine_tune(settings_from_args(args))
-    run_dir = save_training_run(result, args.run_dir or new_run_dir())
+    # The run folder is claimed before training, so that a folder that is in use, already
+    # holds a run, cannot be written or has no room is found now, not after the work.
+    needed = checkpoint_bytes(get_config(args.model)) + 10 * 1024**2  # + metrics and plots
+    with claim_run_dir(args.run_dir, args.overwrite, needed) as run_dir:
+        result = fine_tune(settings_from_args(args))
+        save_training_run(result, run_dir)
     print(f"Saved the run to {run_dir}/ (model.safetensors, metrics.json, history.json, plots)")
     return 0
