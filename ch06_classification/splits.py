@@ -206,13 +206,13 @@ def check_training_splits(data_dir: str | Path) -> None:
     a classifier never shown a spam message cannot learn what spam is.
     """
     data_dir = Path(data_dir)
-    for name in ("validation", "test"):
-        read_split(data_dir / SPLIT_FILES[name])
     path = data_dir / SPLIT_FILES["train"]
     labels = set(read_split(path)["Label"])
     for name, class_id in CLASS_IDS.items():
         if class_id not in labels:
             raise DataError(f"{path}: no {name} message ({class_id}): nothing to learn it from")
+    for name in ("validation", "test"):
+        read_split(data_dir / SPLIT_FILES[name])
 
 
 def _parse_split(raw: bytes) -> pd.DataFrame:

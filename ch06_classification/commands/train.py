@@ -19,9 +19,11 @@ def _context_length(value: str) -> str | int:
     if value in ("longest", "model"):
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use 'longest', 'model' or a number of tokens") from None
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"use 'longest', 'model' or a number of tokens of at least 1, not {value!r}"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
