@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from ch06_classification.safe_files import (
     folder_lock,
     is_own_file,
     replace_together,
+    settle,
 )
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
@@ -40,6 +41,7 @@ def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     """A fresh ``runs/<timestamp>/`` folder (timestamps sort in the order runs were made)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir = Path(runs_dir)
+    tidy_runs(runs_dir)
     run_dir, suffix = runs_dir / stamp, 1
     while run_dir.exists():  # two runs within one second
         suffix += 1
@@ -75,6 +77,22 @@ def claim_run_dir(
             run_dir.rmdir()
 
 
+def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
+    """Clear what interrupted commands left in the run folders of ``runs_dir``.
+
+    A run killed while saving leaves a staging folder as large as its checkpoint in a run
+    folder that no later command would visit; it goes, and so does the run folder if
+    nothing else is in it.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return
+    for run_dir in runs_dir.iterdir():
+        if run_dir.is_dir() and settle(run_dir):
+            with suppress(OSError):  # not empty after all: another command's, say
+                run_dir.rmdir()
+
+
 def checkpoint_bytes(cfg: GPTConfig) -> int:
     """About how large the checkpoint of a classifier with this configuration will be."""
     from ch06_classification.classifier import add_classification_head
@@ -106,6 +124,7 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
 def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     """The most recent run folder that holds a finished checkpoint."""
     runs_dir = Path(runs_dir)
+    tidy_runs(runs_dir)
     finished = sorted(
         (path.parent for path in runs_dir.glob(f"*/{CHECKPOINT_NAME}")),
         key=lambda run: (run / CHECKPOINT_NAME).stat().st_mtime,

@@ -113,17 +113,19 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         _release(Path(folder), handle)
 
 
-def settle(folder: str | Path) -> None:
+def settle(folder: str | Path) -> bool:
     """Finish or discard interrupted writes in ``folder`` before reading it, if any.
 
     Does nothing when nobody left anything behind, when a command is writing there now,
     or when the folder cannot be written (then nobody can have left anything half-done).
+    Returns whether it tidied something.
     """
     folder = Path(folder)
     if not any(_leftovers(folder)):
-        return
+        return False
     with suppress(OSError, FolderBusyError), folder_lock(folder):
-        pass  # taking the lock tidies
+        return True  # taking the lock tidied
+    return False
 
 
 def tidy(folder: str | Path) -> None:

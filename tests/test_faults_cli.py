@@ -42,6 +42,8 @@ BAD_OPTIONS = [
     (["evaluate", "--device", "meta"], "argument --device: cannot compute on device 'meta'"),
     (["evaluate", "--batch-size", "0"], "argument --batch-size: expected a whole number"),
     (["classify", "--threshold", "2", "hi"], "argument --threshold: expected a number between"),
+    (["classify", "--device", "nonsense", "hi"], "argument --device: unknown device 'nonsense'"),
+    (["classify", "--device", "cuda:99", "hi"], "argument --device: device 'cuda:99' is not"),
     (["pipeline", "--device", "meta"], "argument --device: cannot compute on device 'meta'"),
 ]
 

@@ -216,3 +216,20 @@ def test_readers_refuse_a_split_file_that_is_not_the_one_the_report_describes(
     with pytest.raises(splits.DataError, match="not the file `gpt-spam split` wrote"):
         read_split(tmp_path / "a" / "train.csv")
     read_split(tmp_path / "a" / "test.csv")  # the others still match
+
+
+def test_a_run_killed_while_saving_its_first_checkpoint_is_cleared_from_runs(
+    tmp_path: Path,
+) -> None:
+    finished = tmp_path / "20261125-100000"
+    finished.mkdir()
+    (finished / "model.safetensors").write_bytes(b"a finished run")
+    killed = tmp_path / "20261125-110000"  # train was killed while saving into it
+    (killed / ".staging-q1w2").mkdir(parents=True)
+    (killed / ".staging-q1w2" / "model.safetensors").write_bytes(b"\0" * 100_000)
+    (killed / LOCK_NAME).write_text("4321")
+
+    assert runs.latest_run_dir(tmp_path) == finished
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [finished.name]
+    assert contents(finished) == {"model.safetensors": b"a finished run"}
