@@ -3,7 +3,7 @@
 #   make test       set up .venv (with the dev tools), then lint and run the tests
 #
 # Pass options to every pipeline step with ARGS, e.g. an offline try with random weights:
-#   make pipeline SMS_SPAM_SOURCE=../shared/data/sms_spam_collection.zip ARGS="--weights random"
+#   make pipeline ARGS="--sms-source path/to/sms_spam_collection.zip --weights random"
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,19 +12,27 @@ ARGS ?=
 
 .PHONY: pipeline test lint benchmark notebooks clean
 
-$(VENV)/.installed: pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
+
+# What the commands need, and nothing more (a CPU build of torch already there is kept).
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# The test tools on top: pytest, ruff, transformers (the independent GPT-2), nbclient.
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 pipeline: $(VENV)/.installed
 	$(VENV)/bin/gpt-spam pipeline $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

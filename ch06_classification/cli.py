@@ -21,10 +21,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpt-spam",
         description="Fine-tune GPT-2 as an SMS spam classifier, step by step.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for step in STEPS:
         step.register(subparsers)
     return parser
+
+
+def package_version() -> str:
+    """The installed version of gpt-spam (``unknown`` when run from a checkout not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpt-spam")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

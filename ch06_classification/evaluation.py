@@ -8,10 +8,19 @@ example of each split and on two more sets:
   training rows; their accuracy measures memory, not generalisation.
 - ``realistic``: unseen test messages plus held-out ham, at the collection's natural spam
   rate (13.4 %), where precision and the false-positive rate mean what they will in use.
+
+"Seen in training" means seen by *this run*: a run records the fingerprints of its
+training texts (``training_texts.json``), and both sets above leave out every message the
+run was trained on, whichever data folder is evaluated. Evaluating another split (another
+seed, say) says so plainly: its ``train`` and ``validation`` columns are not the run's.
+
+Each evaluation is saved under its own name, ``evaluation-<data>-t<threshold>.json`` with
+its plots: one is never silently replaced by another (``overwrite=True`` redoes one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +30,38 @@ from ch06_classification.datafiles import SPLIT_FILES
 from ch06_classification.inference import SpamClassifier
 from ch06_classification.metrics import binary_metrics, format_metrics_table
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
-from ch06_classification.runs import write_json
+from ch06_classification.runs import read_training_texts, write_json
 from ch06_classification.safe_files import replace_together
-from ch06_classification.splits import read_split, texts_seen_in
+from ch06_classification.splits import fingerprints_seen_in, read_split, text_fingerprints
+from gpt.errors import UserFacingError
 
-EVALUATION_FILE = "evaluation.json"
+
+def evaluation_name(data_dir: str | Path, threshold: float) -> str:
+    """What names an evaluation's files: the evaluated folder and the threshold,
+    e.g. ``data-t0.5`` for ``evaluation-data-t0.5.json``."""
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "data"
+    return f"{folder}-t{threshold:g}"
+
+
+def evaluation_files(run_dir: str | Path, data_dir: str | Path, threshold: float) -> list[Path]:
+    """The JSON report and the two plots' PNGs (PDFs beside them) of one evaluation."""
+    name = evaluation_name(data_dir, threshold)
+    return [
+        Path(run_dir) / f"{stem}-{name}.{suffix}"
+        for stem, suffix in (("evaluation", "json"), ("roc_pr", "png"), ("confusion_matrix", "png"))
+    ]
+
+
+def check_not_evaluated(
+    run_dir: str | Path, data_dir: str | Path, threshold: float, overwrite: bool = False
+) -> None:
+    """Refuse to redo an evaluation that exists, unless ``overwrite``."""
+    report = evaluation_files(run_dir, data_dir, threshold)[0]
+    if report.exists() and not overwrite:
+        raise UserFacingError(
+            f"{report} exists: this run was already evaluated on {data_dir} at threshold "
+            f"{threshold:g}; pass --overwrite to evaluate it again"
+        )
 
 
 def evaluate_run(
@@ -35,25 +71,50 @@ def evaluate_run(
     batch_size: int = 32,
     threshold: float = 0.5,
     log: Callable[[str], None] = print,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
-    Returns the contents of ``evaluation.json``; prints the metrics table through ``log``.
+    Returns the report saved as ``evaluation-<data>-t<threshold>.json``; prints the metrics
+    table through ``log``, and a progress bar per set on stderr unless ``progress=False``.
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
+    check_not_evaluated(run_dir, data_dir, threshold, overwrite)
     classifier = SpamClassifier.from_checkpoint(run_dir / CHECKPOINT_NAME, device, batch_size)
     frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
-    unseen = ~texts_seen_in(frames["test"], frames["train"]).to_numpy()
+    split_fingerprints = set(text_fingerprints(frames["train"]["Text"]))
+    trained_on = read_training_texts(run_dir)
+    if trained_on is None:
+        log(
+            f"Note: {run_dir} does not record its training texts (an older run): messages "
+            f"count as seen in training if they are in {data_dir / SPLIT_FILES['train']}."
+        )
+        trained_on = split_fingerprints
+    own_split = split_fingerprints == trained_on
+    if not own_split:
+        shared = len(split_fingerprints & trained_on)
+        log(
+            f"Note: {data_dir} is not the split this run was trained on (its training split "
+            f"shares {shared:,} of {len(split_fingerprints):,} texts with the run's). Its "
+            "'train' and 'validation' columns are not the run's; 'test (unseen)' and "
+            "'realistic' leave out every message the run was trained on."
+        )
+    # Seen by this run, whatever the folder's own train.csv holds.
+    seen_test = fingerprints_seen_in(frames["test"], trained_on).to_numpy()
+    realistic = frames["test_realistic"]
+    seen_realistic = fingerprints_seen_in(realistic, trained_on).to_numpy()
+    frames["test_realistic"] = realistic[~seen_realistic]
 
     labels, scores = {}, {}
     for split, frame in frames.items():
         name = "realistic" if split == "test_realistic" else split
         log(f"Classifying {len(frame):,} {name} messages ...")
         labels[name] = frame["Label"].to_numpy()
-        scores[name] = classifier.predict_proba(frame["Text"].tolist())[:, 1]
+        scores[name] = classifier.predict_proba(frame["Text"].tolist(), progress)[:, 1]
     labels["test (unseen)"], scores["test (unseen)"] = (
-        labels["test"][unseen],
-        scores["test"][unseen],
+        labels["test"][~seen_test],
+        scores["test"][~seen_test],
     )
 
     order = ["train", "validation", "test", "test (unseen)", "realistic"]
@@ -61,26 +122,36 @@ def evaluate_run(
     log("")
     log(format_metrics_table(metrics))
     log(
-        f"\n'test (unseen)' leaves out the {int((~unseen).sum())} test messages whose exact text "
-        "is also in the training split; 'realistic' has the collection's 13.4% spam rate."
+        f"\n'test (unseen)' leaves out the {int(seen_test.sum())} test messages whose exact text "
+        "this run was trained on; 'realistic' has the collection's 13.4% spam rate"
+        + (
+            f" (less {int(seen_realistic.sum())} messages the run was trained on)."
+            if seen_realistic.any()
+            else "."
+        )
     )
 
+    report_path, roc_path, confusion_path = evaluation_files(run_dir, data_dir, threshold)
     curves = {name: (labels[name], scores[name]) for name in ("test", "test (unseen)", "realistic")}
     report = {
         "checkpoint": str(run_dir / CHECKPOINT_NAME),
         "data_dir": str(data_dir),
         "threshold": threshold,
-        "test_rows_seen_in_training": int((~unseen).sum()),
+        "own_split": own_split,
+        "test_rows_seen_in_training": int(seen_test.sum()),
+        "realistic_rows_seen_in_training": int(seen_realistic.sum()),
         "sets": {name: metrics[name].to_dict() for name in order},
     }
-    # The evaluation and its plots replace the previous ones together.
+    # The evaluation and its plots replace the previous ones (if --overwrite) together.
     with replace_together(run_dir) as staging:
         plots = [
-            plot_roc_and_pr(curves, staging / "roc_pr.png"),
+            plot_roc_and_pr(curves, staging / roc_path.name),
             plot_confusion_matrix(
-                metrics["test"].confusion_matrix, staging / "confusion_matrix.png", "Test split"
+                metrics["test"].confusion_matrix,
+                staging / confusion_path.name,
+                f"Test split ({data_dir.name}, threshold {threshold:g})",
             ),
         ]
-        write_json(staging / EVALUATION_FILE, report)
-    log(f"Saved {EVALUATION_FILE} and {', '.join(p.name for p in plots)} (+ PDFs) in {run_dir}/")
+        write_json(staging / report_path.name, report)
+    log(f"Saved {report_path.name} and {', '.join(p.name for p in plots)} (+ PDFs) in {run_dir}/")
     return report

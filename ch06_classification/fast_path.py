@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm import tqdm
 
 from ch06_classification.classifier import first_trainable_block
 from ch06_classification.training import autocast
@@ -52,12 +53,14 @@ def encode_prefix(
     device: torch.device,
     tokens_per_batch: int = 2048,
     precision: str = "fp32",
+    progress: bool = False,
 ) -> list[torch.Tensor]:
     """Hidden states after the first ``num_blocks`` blocks, one [tokens, emb] per sequence.
 
     Each distinct sequence is computed once (the collection repeats many messages), and
     sequences are batched by length, so a batch is padded only to its own longest row (the
     padding's outputs are sliced off: under the causal mask they never touch real tokens).
+    ``progress`` shows a bar on stderr (for gpt2-small on a CPU this takes a minute).
     """
     keys = [tuple(sequence.tolist()) for sequence in sequences]
     first_seen: dict[tuple[int, ...], int] = {}
@@ -75,6 +78,9 @@ def encode_prefix(
     features: dict[int, torch.Tensor] = {}
     was_training = model.training
     model.eval()
+    bar = tqdm(
+        total=len(order), desc="Caching the frozen blocks", unit="message", disable=not progress
+    )
     for chunk in _batches_by_length(order, [len(s) for s in sequences], tokens_per_batch):
         longest = len(sequences[chunk[-1]])
         ids = torch.zeros(len(chunk), longest, dtype=torch.long)
@@ -86,6 +92,8 @@ def encode_prefix(
                 x = block(x)
         for row, i in enumerate(chunk):
             features[i] = x[row, : len(sequences[i])].float().clone()
+        bar.update(len(chunk))
+    bar.close()
     model.train(was_training)
     return [features[first_seen[key]] for key in keys]
 
@@ -243,6 +251,7 @@ def prepare_fast_path(
     token_loaders: Sequence[DataLoader],
     device: torch.device,
     precision: str = "fp32",
+    progress: bool = False,
 ) -> tuple[PrefixCachedClassifier, list[DataLoader]]:
     """Encode every split's frozen prefix once; return the trainable top and its loaders.
 
@@ -253,7 +262,9 @@ def prepare_fast_path(
     first_block = first_trainable_block(model)
     # All splits in one call: a message repeated across splits is computed once.
     everything = [sequence for sequences in sequences_per_split for sequence in sequences]
-    features = encode_prefix(model, everything, first_block, device, precision=precision)
+    features = encode_prefix(
+        model, everything, first_block, device, precision=precision, progress=progress
+    )
     loaders, start = [], 0
     for sequences, labels, token_loader in zip(
         sequences_per_split, labels_per_split, token_loaders, strict=True

@@ -84,6 +84,9 @@ class TrainingResult:
     # From data and model ready to final accuracies: prefix cache, training, evaluation.
     recipe_seconds: float
     device: str
+    # The exact texts it was trained on: evaluation calls a test message "unseen" only
+    # if it is not one of them, whatever data folder is evaluated later.
+    training_texts: list[str] = field(default_factory=list)
 
 
 def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
@@ -128,8 +131,11 @@ def classified_sequences(dataset: SpamDataset, token_position: str) -> list[torc
     ]
 
 
-def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) -> TrainingResult:
-    """Train a spam classifier as ``settings`` say; print progress through ``log``."""
+def fine_tune(
+    settings: TrainingSettings, log: Callable[[str], None] = print, progress: bool = True
+) -> TrainingResult:
+    """Train a spam classifier as ``settings`` say; print progress through ``log`` (and a
+    progress bar on stderr while the frozen blocks are cached, unless ``progress=False``)."""
     check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
     device = pick_device(settings.device)
     tokenizer = get_tokenizer()
@@ -191,6 +197,7 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
             list(loaders),
             device,
             settings.precision,
+            progress=progress,
         )
         prefix_seconds = time.perf_counter() - start
         log(f"Cached the frozen blocks' output for every message in {prefix_seconds:.1f} s")
@@ -209,18 +216,32 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         precision=settings.precision,
         log=log,
     )
-    log(f"Training completed in {history.seconds / 60:.2f} minutes ({history.seconds:.1f} s)")
+    trained = prefix_seconds + history.seconds
+    log(
+        f"Training completed in {trained / 60:.2f} minutes ({trained:.1f} s"
+        + (
+            f", of which {prefix_seconds:.1f} s caching the frozen blocks)"
+            if path == "fast"
+            else ")"
+        )
+    )
 
     trainee.eval()
+    # The training loader drops its last partial batch (as the book's does); the final
+    # accuracies count every example, in order.
+    every_example = [in_order(loader) for loader in train_loaders]
     with autocast(device, settings.precision):
         accuracies = {
             split: calc_accuracy_loader(loader, trainee, device)
-            for split, loader in zip(("train", "validation", "test"), train_loaders, strict=True)
+            for split, loader in zip(("train", "validation", "test"), every_example, strict=True)
         }
     recipe_seconds = time.perf_counter() - recipe_start
     log(
         "Accuracy on every example: "
-        + " | ".join(f"{split} {value * 100:.2f}%" for split, value in accuracies.items())
+        + " | ".join(
+            f"{split} {value * 100:.2f}% of {len(loader.dataset):,}"  # type: ignore[arg-type]
+            for (split, value), loader in zip(accuracies.items(), every_example, strict=True)
+        )
     )
     info = ClassifierInfo(
         config=model.cfg,
@@ -242,7 +263,13 @@ def fine_tune(settings: TrainingSettings, log: Callable[[str], None] = print) ->
         train_seconds=history.seconds,
         recipe_seconds=recipe_seconds,
         device=str(device),
+        training_texts=train_dataset.data["Text"].tolist(),
     )
+
+
+def in_order(loader: DataLoader) -> DataLoader:
+    """A loader over the same examples as ``loader``, each once, in order, none dropped."""
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
 
 
 def _cache_bytes(loaders: DataLoaders, settings: TrainingSettings, model: GPTModel) -> int:

@@ -72,10 +72,15 @@ def values_figure(
             "epochs_seen, examples_seen, train_values and val_values must have the same "
             f"length, got {epochs.shape}, {examples.shape}, {train.shape} and {val.shape}"
         )
-    fig = Figure(figsize=(5, 3), layout="constrained")
+    fig = Figure(figsize=(5, 3.3), layout="constrained")
     epochs_axis = fig.subplots()
-    epochs_axis.plot(epochs, train, label=f"Training {label}")
-    epochs_axis.plot(epochs, val, linestyle="-.", label=f"Validation {label}")
+    # Markers show every measured point: one epoch gives one point, which a line alone
+    # would not draw at all.
+    epochs_axis.plot(epochs, train, marker="o", markersize=3, label=f"Training {label}")
+    epochs_axis.plot(
+        epochs, val, marker="s", markersize=3, linestyle="-.", label=f"Validation {label}"
+    )
+    fig.suptitle(f"Training and validation {label}")  # above the top axis's label
     epochs_axis.set_xlabel("Epochs")
     epochs_axis.set_ylabel(label.capitalize())
     epochs_axis.legend()

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 DEFAULT_RUNS_DIR = Path("runs")
 # Files that only a training run writes: a folder holding one of them is a run folder.
 RUN_MARKERS = (CHECKPOINT_NAME, "metrics.json")
+# The fingerprints (SHA-256) of the texts a run was trained on; see evaluation.py.
+TRAINING_TEXTS_FILE = "training_texts.json"
 
 
 def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
@@ -149,6 +151,33 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any]) -> Path:
+    """Record what the run was trained on: the SHA-256 of each distinct training text."""
+    from ch06_classification.splits import text_fingerprints
+
+    return write_json(
+        run_dir / TRAINING_TEXTS_FILE,
+        {
+            "data_dir": extra.get("settings", {}).get("data_dir"),
+            "rows": len(texts),
+            "sha256": text_fingerprints(texts),
+        },
+    )
+
+
+def read_training_texts(run_dir: Path) -> set[str] | None:
+    """The fingerprints of a run's training texts; None for a run that did not record them."""
+    path = Path(run_dir) / TRAINING_TEXTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return set(read_json(path)["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise UserFacingError(
+            f"{path} is damaged (not a list of fingerprints): retrain the run"
+        ) from None
+
+
 def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
     """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots.
 
@@ -168,6 +197,7 @@ def _write_run_files(result: TrainingResult, run_dir: Path) -> None:
     from ch06_classification.plots import plot_values
 
     save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+    write_training_texts(run_dir, result.training_texts, result.info.extra)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())
     write_json(

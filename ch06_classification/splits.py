@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -68,6 +68,21 @@ def texts_seen_in(df: pd.DataFrame, reference_df: pd.DataFrame) -> pd.Series:
     generalisation: ``texts_seen_in(test_df, train_df).sum()`` counts such rows.
     """
     return df["Text"].isin(reference_df["Text"])
+
+
+def text_fingerprint(text: str) -> str:
+    """The SHA-256 of a message's exact text: what a run records of its training texts."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def text_fingerprints(texts: Iterable[str]) -> list[str]:
+    """The distinct fingerprints of ``texts``, sorted (a set, written as a stable list)."""
+    return sorted({text_fingerprint(text) for text in texts})
+
+
+def fingerprints_seen_in(df: pd.DataFrame, fingerprints: Collection[str]) -> pd.Series:
+    """:func:`texts_seen_in` against recorded fingerprints instead of the texts themselves."""
+    return df["Text"].map(text_fingerprint).isin(set(fingerprints))
 
 
 def create_realistic_test_set(

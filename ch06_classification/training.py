@@ -213,6 +213,7 @@ def train_classifier_simple(
         say(
             f"Epoch {epoch + 1}/{num_epochs}: Training accuracy {train_accuracy * 100:.2f}% | "
             f"Validation accuracy {val_accuracy * 100:.2f}% "
+            f"(first {eval_iter} batches of each, as in the book) "
             f"[{time.perf_counter() - start:.1f} s]"
         )
     history.seconds = time.perf_counter() - start

@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+from tests.sms_data import SMS_SPAM_ZIP
 
-# tiktoken downloads its BPE files on first use; on the offline build machines they sit in
-# ../shared. Set here too so a bare `pytest` works the same as CI.
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
+ROOT = Path(__file__).resolve().parent.parent
 
 # Small, deterministic CPU work: one thread per test process keeps timings steady.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -56,10 +52,11 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real SMS Spam Collection from ../shared/data; tests using it skip without it."""
-    folder = SHARED / "data"
+    """The folder of the real SMS Spam Collection (its zip and the SMSSpamCollection file
+    inside it); tests using it skip without it."""
+    folder = SMS_SPAM_ZIP.parent
     if not (folder / "SMSSpamCollection").is_file():
-        pytest.skip("the real SMS Spam Collection is not in ../shared/data")
+        pytest.skip(f"the real SMS Spam Collection is not in {folder}: set SMS_SPAM_SOURCE")
     return folder
 
 

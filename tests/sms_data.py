@@ -1,11 +1,20 @@
-"""Synthetic stand-ins for the SMS Spam Collection, so most tests need no real data."""
+"""Synthetic stand-ins for the SMS Spam Collection, so most tests need no real data, and
+where the real one is for those that do."""
 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from pathlib import Path
 
-from ch06_classification.download import EXPECTED_CLASS_COUNTS
+from ch06_classification.download import EXPECTED_CLASS_COUNTS, SOURCE_ENV_VAR
+
+# The real dataset: where $SMS_SPAM_SOURCE says (CI sets it), else ../shared/data.
+SMS_SPAM_ZIP = Path(
+    os.environ.get(SOURCE_ENV_VAR)
+    or Path(__file__).resolve().parents[2] / "shared/data/sms_spam_collection.zip"
+)
 
 
 def synthetic_collection(

@@ -2,8 +2,9 @@
 
 Every notebook in ``notebooks/`` is executed with ``nbclient`` in CI mode
 (``GPT_SPAM_NOTEBOOK_MODE=ci``: a tiny GPT-2 with random weights, one epoch, the dataset from
-``../shared/data``, every file in a temporary folder), so the notebooks cannot drift away
-from the package they import. Together they take about a minute on two cores.
+``SMS_SPAM_SOURCE``, every file in a temporary folder, an empty home and no tokenizer
+cache), so the notebooks cannot drift away from the package they import. Together they
+take about a minute on two cores.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.sms_data import SMS_SPAM_ZIP
+
 nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
 NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 EXPECTED = ["ch06_exercises", "ch06_main", "ch06_pitfalls", "ch06_solutions"]
@@ -117,9 +119,11 @@ def snapshot(folder: Path) -> set[Path]:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
 def test_notebook_runs_in_ci_mode(path: Path, tmp_path: Path):
     nbclient = pytest.importorskip("nbclient")
-    source = SHARED_DATA / "sms_spam_collection.zip"
+    source = SMS_SPAM_ZIP
     if not source.is_file():
-        pytest.skip("the real SMS Spam Collection is not in ../shared/data")
+        pytest.skip(f"the real SMS Spam Collection is not at {source}: set SMS_SPAM_SOURCE")
+    home = tmp_path / "home"  # nothing cached there: no tokenizer files, no weights
+    home.mkdir()
 
     env = {
         **os.environ,
@@ -133,10 +137,10 @@ def test_notebook_runs_in_ci_mode(path: Path, tmp_path: Path):
         # per process slow it down many times over.
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
+        "HOME": str(home),
     }
-    if "TIKTOKEN_CACHE_DIR" in os.environ:  # set by conftest from ../shared when present
-        env["TIKTOKEN_CACHE_DIR"] = os.environ["TIKTOKEN_CACHE_DIR"]
-    env.pop("GPT2_WEIGHTS_DIR", None)
+    for name in ("GPT2_WEIGHTS_DIR", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR", "HF_HOME"):
+        env.pop(name, None)
 
     watched = [ROOT / "data", ROOT / "runs", NOTEBOOKS_DIR]
     before = [snapshot(folder) for folder in watched]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from ch06_classification import finetune
@@ -29,14 +31,30 @@ def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, ti
     args = ["--sms-source", str(source), "--weights", "random", "--epochs", "1"]
     assert main(["pipeline", *args]) == 0
 
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # What training says is true: the caching is part of the time, per-epoch accuracies
+    # come from a few batches and say so, the final ones count every example.
+    assert re.search(r"Training completed in .*, of which \d+\.\d s caching the frozen", out)
+    assert "(first 5 batches of each, as in the book)" in out
+    assert re.search(r"Accuracy on every example: train .*% of 1,045 \| validation .*% of 149", out)
+    # Progress bars on stderr for the long silent parts: caching, and evaluation.
+    assert "Caching the frozen blocks" in captured.err
+    assert "Classifying" in captured.err
     for number, step in enumerate(["download", "split", "train", "evaluate", "classify"], 1):
         assert f"=== Step {number}/5: gpt-spam {step}" in out
     (run_dir,) = (tmp_path / "runs").iterdir()
     made = {path.name for path in run_dir.iterdir()}
-    assert {"model.safetensors", "metrics.json", "history.json", "evaluation.json"} <= made
-    assert {"loss.png", "accuracy.png", "roc_pr.png", "confusion_matrix.png"} <= made
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert {"model.safetensors", "metrics.json", "history.json", "training_texts.json"} <= made
+    assert {"loss.png", "accuracy.png", "evaluation-data-t0.5.json"} <= made
+    assert {"roc_pr-data-t0.5.png", "confusion_matrix-data-t0.5.png"} <= made
+    evaluation = json.loads((run_dir / "evaluation-data-t0.5.json").read_text())
+    assert evaluation["own_split"] is True
+    # The run records what it was trained on: the SHA-256 of each distinct training text.
+    train_texts = pd.read_csv(tmp_path / "data" / "train.csv", keep_default_na=False)["Text"]
+    recorded = json.loads((run_dir / "training_texts.json").read_text())
+    assert recorded["rows"] == len(train_texts) == 1045
+    assert set(recorded["sha256"]) == {hashlib.sha256(t.encode()).hexdigest() for t in train_texts}
     assert evaluation["sets"]["test"]["n"] == 300
     assert evaluation["sets"]["test (unseen)"]["n"] == 264
     # the last lines classify the two sample messages, in order

@@ -213,3 +213,14 @@ def test_confusion_matrix_figure_keeps_counts_readable_on_dark_cells():
 def test_confusion_matrix_figure_rejects_other_shapes():
     with pytest.raises(ValueError, match="2x2"):
         confusion_matrix_figure([[1, 2, 3], [4, 5, 6]])
+
+
+def test_a_one_epoch_curve_is_titled_and_its_points_are_drawn():
+    fig = values_figure([1.0], [1040], [0.9], [0.85], label="accuracy")
+    assert fig.get_suptitle() == "Training and validation accuracy"
+    epochs_axis = fig.axes[0]
+    train_line, val_line = epochs_axis.get_lines()
+    # A single point has no line segment to draw: only a marker makes it visible.
+    for line in (train_line, val_line):
+        assert line.get_marker() not in (None, "", "None", " ")
+        assert len(line.get_xdata()) == 1

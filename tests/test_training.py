@@ -151,7 +151,6 @@ def test_real_data_small_random_model_all_layers_trainable(shared_data, tmp_path
     result = fine_tune(settings, log=print)
     seconds = time.perf_counter() - start
     print(f"real data, small model: {seconds:.1f} s, accuracies {result.accuracies}")
-    assert seconds < 60
     assert result.accuracies["test"] >= 0.90
 
 

@@ -18,15 +18,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure a trained model on every split",
         description=(
             "Accuracy, precision, recall, F1, false-positive rate, ROC-AUC and the confusion "
-            "matrix of a trained run on train, validation, test, the test messages never seen "
-            "in training, and the realistic-prevalence set. Prints a table and saves "
-            "evaluation.json, roc_pr.png and confusion_matrix.png in the run folder."
+            "matrix of a trained run on train, validation, test, the test messages the run "
+            "never saw in training, and the realistic-prevalence set. Prints a table and saves "
+            "evaluation-<data>-t<threshold>.json, roc_pr-<data>-t<threshold>.png and "
+            "confusion_matrix-<data>-t<threshold>.png in the run folder."
         ),
     )
     add_run_dir_option(parser)
     add_data_dir_option(parser)
     add_device_option(parser)
     add_classifying_options(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo an evaluation of this run on the same data at the same threshold "
+        "(default: refuse, so that no earlier evaluation is lost)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -42,5 +49,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_writable_folder(run_dir)
     with folder_lock(run_dir):  # no training or other evaluation may write there meanwhile
         print(f"Evaluating {run_dir}/")
-        evaluate_run(run_dir, args.data_dir, args.device, args.batch_size, args.threshold)
+        evaluate_run(
+            run_dir,
+            args.data_dir,
+            args.device,
+            args.batch_size,
+            args.threshold,
+            overwrite=args.overwrite,
+        )
     return 0
