@@ -95,7 +95,12 @@ def test_retraining_into_a_run_folder_needs_overwrite_and_then_leaves_nothing_ol
     assert main(train_args(data, run_dir)) == 0
     assert main(["evaluate", "--run-dir", str(run_dir), "--data-dir", str(data)]) == 0
     evaluated = contents(run_dir)
-    assert {"evaluation.json", "roc_pr.png", "confusion_matrix.pdf"} <= set(evaluated)
+    evaluation = {
+        "evaluation-data-t0.5.json",
+        "roc_pr-data-t0.5.png",
+        "confusion_matrix-data-t0.5.pdf",
+    }
+    assert evaluation <= set(evaluated)
     capsys.readouterr()
 
     assert main(train_args(data, run_dir, "--seed", "7")) == 1
@@ -109,7 +114,7 @@ def test_retraining_into_a_run_folder_needs_overwrite_and_then_leaves_nothing_ol
     assert main(train_args(data, run_dir, "--seed", "7", "--overwrite")) == 0
     retrained = contents(run_dir)
     assert sorted(retrained) == sorted(
-        ["model.safetensors", "metrics.json", "history.json"]
+        ["model.safetensors", "metrics.json", "history.json", "training_texts.json"]
         + [f"{plot}.{ext}" for plot in ("loss", "accuracy") for ext in ("png", "pdf")]
     )
     assert retrained["model.safetensors"] != evaluated["model.safetensors"]
