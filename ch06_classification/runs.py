@@ -69,14 +69,14 @@ def claim_run_dir(
     """
     created = run_dir is None or not Path(run_dir).exists()
     run_dir = new_run_dir(runs_dir) if run_dir is None else Path(run_dir)
-    ensure_writable_folder(run_dir, needed_bytes)
     try:
+        ensure_writable_folder(run_dir, needed_bytes)
         with folder_lock(run_dir):
             _check_replaceable(run_dir, overwrite)
             yield run_dir
     finally:
         if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+            run_dir.rmdir()  # nothing was saved in the folder made for this run
 
 
 def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:

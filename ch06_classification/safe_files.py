@@ -171,14 +171,14 @@ def ensure_writable_folder(folder: str | Path, needed_bytes: int = 0) -> Path:
     return folder
 
 
-# --- How it works -------------------------------------------------------------------------
-
-_held: dict[Path, int] = {}  # folders this process holds, and how many times
-
-
 def is_own_file(name: str) -> bool:
     """Whether ``name`` is this module's: a lock, or a write in progress or interrupted."""
     return name == LOCK_NAME or _is_write_in_progress(name)
+
+
+# --- How it works -------------------------------------------------------------------------
+
+_held: dict[Path, int] = {}  # folders this process holds, and how many times
 
 
 def _is_write_in_progress(name: str) -> bool:
