@@ -138,7 +138,7 @@ def build_classifier(
         cfg = get_config(model_preset, **config_overrides)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = GPTModel(cfg)
+            model = GPTModel(cfg, init="gpt2")  # GPT-2's initialisation: see gpt/model.py
     else:
         raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
     add_classification_head(model, num_classes=len(labels), seed=seed)

@@ -35,7 +35,7 @@ class Batch(NamedTuple):
 
 
 class Example(NamedTuple):
-    """One message as :class:`SpamDataset` hands it out, before batching."""
+    """One message as ``SpamDataset(..., with_lengths=True)`` hands it out, before batching."""
 
     input_ids: Tensor  # [T] int64
     label: Tensor  # [] int64
@@ -71,6 +71,11 @@ class SpamDataset(Dataset):
     ``padding="fixed"`` pads every message to ``max_length`` tokens, as the book does;
     ``padding="batch"`` stores no padding, and :func:`collate_batch` pads each batch only
     to its own longest message, which saves computing on padding.
+
+    Item ``i`` is ``(input_ids, label)``, as in the book, so a plain ``DataLoader`` yields
+    ``(input_batch, target_batch)``. ``with_lengths=True`` adds each message's number of
+    real tokens (an :class:`Example`): the last real token is found from it, whatever the
+    padding. The project's loaders (:func:`create_data_loader`) use that.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class SpamDataset(Dataset):
         max_length: int | None = None,
         pad_token_id: int = END_OF_TEXT_ID,
         padding: Padding = "fixed",
+        with_lengths: bool = False,
         context_length: int | None = None,
     ) -> None:
         if padding not in ("fixed", "batch"):
@@ -96,6 +102,7 @@ class SpamDataset(Dataset):
         self.num_truncated = sum(len(ids) > self.max_length for ids in encoded_texts)
         self.pad_token_id = pad_token_id
         self.padding = padding
+        self.with_lengths = with_lengths
         self.encoded_texts = [encoded_text[: self.max_length] for encoded_text in encoded_texts]
         self.lengths = torch.tensor([len(ids) for ids in self.encoded_texts], dtype=torch.long)
         self.labels = torch.tensor(self.data["Label"].to_numpy(), dtype=torch.long)
@@ -112,12 +119,11 @@ class SpamDataset(Dataset):
     def _longest_encoded_length(encoded_texts: Sequence[list[int]]) -> int:
         return max(len(ids) for ids in encoded_texts)
 
-    def __getitem__(self, index: int) -> Example:
-        return Example(
-            input_ids=torch.tensor(self.encoded_texts[index], dtype=torch.long),
-            label=self.labels[index],
-            length=self.lengths[index],
-        )
+    def __getitem__(self, index: int) -> Example | tuple[Tensor, Tensor]:
+        input_ids = torch.tensor(self.encoded_texts[index], dtype=torch.long)
+        if not self.with_lengths:
+            return input_ids, self.labels[index]
+        return Example(input_ids, self.labels[index], self.lengths[index])
 
     def __len__(self) -> int:
         return len(self.data)
@@ -147,7 +153,15 @@ def create_data_loader(
     seed: int = 123,
     num_workers: int = 0,
 ) -> DataLoader:
-    """A loader over ``dataset`` yielding :class:`Batch` es; a shuffled one is seeded."""
+    """A loader over ``dataset`` yielding :class:`Batch` es; a shuffled one is seeded.
+
+    ``dataset`` must hand out lengths (``SpamDataset(..., with_lengths=True)``).
+    """
+    if not getattr(dataset, "with_lengths", True):
+        raise ValueError(
+            "create_data_loader needs SpamDataset(..., with_lengths=True); for the book's "
+            "(input_batch, target_batch) batches, use torch.utils.data.DataLoader(dataset)"
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -182,7 +196,12 @@ def create_data_loaders(
     def load(split: str, max_length: int | None) -> SpamDataset:
         path = data_dir / SPLIT_FILES[split]
         return SpamDataset(
-            path, tokenizer, max_length, padding=padding, context_length=context_length
+            path,
+            tokenizer,
+            max_length,
+            padding=padding,
+            with_lengths=True,
+            context_length=context_length,
         )
 
     train_dataset = load("train", max_length)

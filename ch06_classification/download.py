@@ -113,6 +113,38 @@ def download_sms_spam(
     return target
 
 
+def download_and_unzip_spam_data(
+    url: str,
+    zip_path: str | Path,
+    extracted_path: str | Path,
+    data_file_path: str | Path,
+    source: str | Path | None = None,
+) -> None:
+    """The book's download step: the collection as a TSV file at ``data_file_path``.
+
+    As in the book, a collection already at ``data_file_path`` is kept, the archive
+    downloaded from ``url`` stays at ``zip_path``, and the file lands at ``data_file_path``
+    (the book extracts into ``extracted_path`` and renames the file there). Underneath is
+    the project's download: the file is validated before it appears and written atomically
+    (an invalid copy at ``data_file_path`` is replaced), the book's mirror is tried when
+    ``url`` fails, and ``source`` or ``$SMS_SPAM_SOURCE`` (a local zip or TSV) replaces
+    the network.
+    """
+    data_file_path = Path(data_file_path)
+    Path(extracted_path).mkdir(parents=True, exist_ok=True)
+    data_file_path.parent.mkdir(parents=True, exist_ok=True)
+    if _reuse_existing(data_file_path):
+        return
+    source = source or os.environ.get(SOURCE_ENV_VAR) or None
+    if source is None:
+        urls = [url, *(mirror for mirror in MIRROR_URLS if mirror != url)]
+        _install_from_urls(urls, data_file_path, keep_archive=Path(zip_path))
+        print(f"File downloaded and saved as {data_file_path}")
+    else:
+        _install_from_local_file(Path(source).expanduser(), data_file_path)
+        print(f"File read from {source} and saved as {data_file_path}")
+
+
 def _parse_tsv(path: str | Path) -> pd.DataFrame:
     """``read_sms_spam`` without the file name in its error messages."""
     try:
@@ -200,8 +232,11 @@ def _install_from_local_file(source: Path, target: Path) -> None:
         ) from error
 
 
-def _install_from_urls(urls: Sequence[str], target: Path) -> None:
-    """Download from the first URL that yields a valid collection, else raise one error."""
+def _install_from_urls(urls: Sequence[str], target: Path, keep_archive: Path | None = None) -> None:
+    """Download from the first URL that yields a valid collection, else raise one error.
+
+    ``keep_archive``: where to keep the downloaded file once it has proved valid.
+    """
     failures = []
     # A scratch folder beside the target, removed with everything in it whatever happens.
     with scratch_folder(target.parent) as scratch:
@@ -210,6 +245,8 @@ def _install_from_urls(urls: Sequence[str], target: Path) -> None:
             try:
                 _fetch(url, archive)
                 _install(archive, target, origin=url)
+                if keep_archive is not None:
+                    shutil.move(archive, keep_archive)
                 return
             except requests.RequestException as error:
                 failures.append(f"{url}: {_describe_request_error(error)}")

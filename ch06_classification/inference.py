@@ -48,14 +48,16 @@ def classify_review(
     device: torch.device | str,
     max_length: int | None = None,
     pad_token_id: int = END_OF_TEXT_ID,
-    token_position: str = "flexible",
+    token_position: str = "last",
 ) -> str:
     """The book's ``classify_review``: "spam" or "not spam" for one message.
 
-    As in the book, the message is cut to the model's context and to ``max_length``, and
-    padded to ``max_length``. Unlike the book, the default reads the last *real* token
-    (``token_position="flexible"``), so the answer does not depend on the padding; pass
-    ``token_position="last"`` for the book's behaviour.
+    As in the book, the message is cut to the model's context and to ``max_length``
+    (default: the context), padded to ``max_length``, and classified at the last position,
+    which, when there is padding, is a padding token. ``token_position="flexible"`` reads
+    the last *real* token instead, so that the answer does not depend on the padding (the
+    pipeline's choice). Only the classified position is computed in the last block
+    (``logits_at``): the same logits, less work.
     """
     context_length = model.pos_emb.weight.shape[0]
     max_length = min(max_length or context_length, context_length)

@@ -40,15 +40,15 @@ class Splits(NamedTuple):
 
 
 def create_balanced_dataset(df: pd.DataFrame, seed: int = 123) -> pd.DataFrame:
-    """Every spam message and as many randomly chosen ham ones, labelled 0 (ham) / 1 (spam).
+    """Every spam message and as many randomly chosen ham ones (the ham first), as the book.
 
+    Labels stay "ham" / "spam", as in the book, whose next line turns them into class ids:
+    ``balanced_df["Label"] = balanced_df["Label"].map({"ham": 0, "spam": 1})``.
     The rows keep their index in ``df``, so the ham messages left out can be found later.
     """
     num_spam = int((df["Label"] == "spam").sum())
     ham_subset = df[df["Label"] == "ham"].sample(num_spam, random_state=seed)
-    balanced_df = pd.concat([ham_subset, df[df["Label"] == "spam"]])
-    balanced_df["Label"] = balanced_df["Label"].map(CLASS_IDS)
-    return balanced_df
+    return pd.concat([ham_subset, df[df["Label"] == "spam"]])
 
 
 def random_split(
@@ -122,6 +122,7 @@ def make_splits(df: pd.DataFrame, seed: int = 123, dedupe: bool = False) -> Spli
     if dedupe:
         df = df.drop_duplicates(subset="Text", keep="first")
     balanced_df = create_balanced_dataset(df, seed=seed)
+    balanced_df["Label"] = balanced_df["Label"].map(CLASS_IDS)
     left_out_ham = df.drop(index=balanced_df.index).query("Label == 'ham'")
     train_df, validation_df, test_df = random_split(balanced_df, 0.7, 0.1, seed=seed)
     test_realistic_df = create_realistic_test_set(

@@ -1,27 +1,33 @@
 """Loss, accuracy and the training loop of sections 6.6 and 6.7, in the book's shape.
 
-Every function takes a ``model`` that maps ``(inputs, lengths)`` to class logits
-[batch, classes], and data loaders that yield ``(inputs, labels, lengths)``. The book's
-straightforward classifier (``GPTClassifier``: token ids in) and the fast path's
-(``ch06_classification.fast_path``: cached hidden states in) both fit, so one loop trains
-either, and both see exactly the same batches.
+Each function takes the book's arguments and computes what the book computes: ``model``
+is the book's ``GPTModel`` with its new 2-way head, the loaders yield the book's
+``(input_batch, target_batch)``, and the logits read are those of the last position.
+
+The project's improvements are keywords away. ``token_position="flexible"`` reads each
+message's last real token instead of a padding token. Loaders may also yield each
+message's real length (``(inputs, labels, lengths)``, as ``create_data_loaders`` does).
+And ``model`` may be a classifier module that maps ``(inputs, lengths)`` to class logits
+itself: ``GPTClassifier`` (token ids in), or the fast path's ``PrefixCachedClassifier``
+(cached hidden states in). One loop trains all of them, on exactly the same batches.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
+from ch06_classification.classifier import classified_positions
 from gpt.errors import UserFacingError
-
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, labels, lengths
+from gpt.model import GPTModel
+from gpt.tokenizer import END_OF_TEXT_ID
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -73,54 +79,109 @@ def autocast(device: torch.device, precision: str = "fp32"):
     raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
 
 
-def calc_loss_batch(
-    input_batch: torch.Tensor,
-    target_batch: torch.Tensor,
+def unpack_batch(batch: Sequence[torch.Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(inputs, targets, lengths)`` of a batch: the book's ``(input_batch, target_batch)``
+    (lengths None) or the project's ``Batch`` with each message's real length."""
+    if len(batch) == 2:
+        return batch[0], batch[1], None
+    input_batch, target_batch, lengths = batch
+    return input_batch, target_batch, lengths
+
+
+def classification_logits(
     model: nn.Module,
-    device: torch.device,
-    lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of the classified token's logits against the labels."""
+    input_batch: Tensor,
+    lengths: Tensor | None = None,
+    token_position: str = "last",
+    pad_token_id: int = END_OF_TEXT_ID,
+) -> Tensor:
+    """Class logits [batch, classes] of one token per message.
+
+    ``model`` is the book's ``GPTModel`` with its new 2-way head, which returns logits for
+    every position: the book reads the last (``token_position="last"``, the default).
+    ``"flexible"`` reads each message's last real token, at ``lengths - 1``; without
+    ``lengths``, they are counted as the tokens that are not ``pad_token_id`` (a message's
+    own tokens never are: see ``encode_message``). ``"first"`` reads the first token.
+
+    Any other module (``GPTClassifier``, the fast path's ``PrefixCachedClassifier``) reads
+    its own token: it maps ``(inputs, lengths)`` to [batch, classes] itself.
+    """
+    if not isinstance(model, GPTModel):
+        return model(input_batch, lengths)
+    logits = model(input_batch)  # [batch, tokens, classes]
+    if token_position == "last":
+        return logits[:, -1, :]  # the book's choice
+    if lengths is None:
+        lengths = (input_batch != pad_token_id).sum(dim=1)
+    positions = classified_positions(lengths, input_batch.shape[1], token_position)
+    return logits[torch.arange(input_batch.shape[0], device=logits.device), positions]
+
+
+def calc_loss_batch(
+    input_batch: Tensor,
+    target_batch: Tensor,
+    model: nn.Module,
+    device: torch.device | str,
+    lengths: Tensor | None = None,
+    token_position: str = "last",
+) -> Tensor:
+    """Cross-entropy of the classified token's logits against the labels (the book's).
+
+    ``lengths`` and ``token_position`` as in :func:`classification_logits`.
+    """
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     if lengths is not None:
         lengths = lengths.to(device)
-    logits = model(input_batch, lengths)
+    logits = classification_logits(model, input_batch, lengths, token_position)
     return F.cross_entropy(logits.float(), target_batch)
 
 
-def _first_batches(data_loader: Iterable[Batch], num_batches: int | None) -> Iterable[Batch]:
+def _first_batches(data_loader: Iterable[Any], num_batches: int | None) -> Iterable[Any]:
     for index, batch in enumerate(data_loader):
         if num_batches is not None and index >= num_batches:
             break
-        yield batch
+        yield unpack_batch(batch)
 
 
 def calc_loss_loader(
-    data_loader: Iterable[Batch],
+    data_loader: Iterable[Any],
     model: nn.Module,
-    device: torch.device,
+    device: torch.device | str,
     num_batches: int | None = None,
+    token_position: str = "last",
 ) -> float:
-    """Mean loss over the first ``num_batches`` batches (all of them if None)."""
+    """Mean loss over the first ``num_batches`` batches (all of them if None), the book's.
+
+    Batches are the book's ``(input_batch, target_batch)`` or carry lengths too.
+    """
     total, count = 0.0, 0
     with torch.no_grad():
         for input_batch, target_batch, lengths in _first_batches(data_loader, num_batches):
-            total += calc_loss_batch(input_batch, target_batch, model, device, lengths).item()
+            loss = calc_loss_batch(
+                input_batch, target_batch, model, device, lengths, token_position
+            )
+            total += loss.item()
             count += 1
     return total / count if count else float("nan")
 
 
 def calc_accuracy_loader(
-    data_loader: Iterable[Batch],
+    data_loader: Iterable[Any],
     model: nn.Module,
-    device: torch.device,
+    device: torch.device | str,
     num_batches: int | None = None,
+    token_position: str = "last",
 ) -> float:
-    """Fraction of examples whose most likely class is the label (all batches if None)."""
+    """Fraction of examples whose most likely class is the label (all batches if None).
+
+    As in the book, the model is put in evaluation mode (and left there).
+    """
+    model.eval()
     correct, seen = 0, 0
     with torch.no_grad():
         for input_batch, target_batch, lengths in _first_batches(data_loader, num_batches):
-            logits = model(input_batch.to(device), lengths.to(device))
+            lengths = None if lengths is None else lengths.to(device)
+            logits = classification_logits(model, input_batch.to(device), lengths, token_position)
             correct += (logits.argmax(dim=-1) == target_batch.to(device)).sum().item()
             seen += target_batch.shape[0]
     return correct / seen if seen else float("nan")
@@ -128,22 +189,27 @@ def calc_accuracy_loader(
 
 def evaluate_model(
     model: nn.Module,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
-    device: torch.device,
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
+    device: torch.device | str,
     eval_iter: int,
+    token_position: str = "last",
 ) -> tuple[float, float]:
     """Training and validation loss on ``eval_iter`` batches each, in evaluation mode."""
     model.eval()
-    train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    train_loss = calc_loss_loader(train_loader, model, device, eval_iter, token_position)
+    val_loss = calc_loss_loader(val_loader, model, device, eval_iter, token_position)
     model.train()
     return train_loss, val_loss
 
 
 @dataclass
 class TrainingHistory:
-    """What ``train_classifier_simple`` measured along the way (for plots and history.json)."""
+    """What ``train_classifier_simple`` measured along the way (for plots and history.json).
+
+    It unpacks into the book's five return values:
+    ``train_losses, val_losses, train_accs, val_accs, examples_seen = history``.
+    """
 
     train_losses: list[float] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
@@ -155,34 +221,53 @@ class TrainingHistory:
     steps: int = 0
     seconds: float = 0.0
 
+    def __iter__(self) -> Iterator[Any]:
+        book_values = (
+            self.train_losses,
+            self.val_losses,
+            self.train_accs,
+            self.val_accs,
+            self.examples_seen,
+        )
+        return iter(book_values)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def train_classifier_simple(
     model: nn.Module,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
+    train_loader: Iterable[Any],
+    val_loader: Iterable[Any],
     optimizer: torch.optim.Optimizer,
-    device: torch.device,
+    device: torch.device | str,
     num_epochs: int,
     eval_freq: int,
     eval_iter: int,
+    token_position: str = "last",
     precision: str = "fp32",
     log: Callable[[str], None] | None = print,
 ) -> TrainingHistory:
     """The book's training loop: minimise the loss, evaluate every ``eval_freq`` steps on
     ``eval_iter`` batches, and measure accuracy on ``eval_iter`` batches after each epoch.
+
+    Returns a :class:`TrainingHistory`, which unpacks into the book's five values.
+    ``token_position`` applies to the book's bare ``GPTModel`` (see
+    :func:`classification_logits`); ``precision="bf16"`` runs the matrix products in bfloat16.
     """
     history = TrainingHistory()
     say = log or (lambda message: None)
+    device = torch.device(device)
     start = time.perf_counter()
     for epoch in range(num_epochs):
         model.train()
-        for input_batch, target_batch, lengths in train_loader:
+        for batch in train_loader:
+            input_batch, target_batch, lengths = unpack_batch(batch)
             optimizer.zero_grad(set_to_none=True)
             with autocast(device, precision):
-                loss = calc_loss_batch(input_batch, target_batch, model, device, lengths)
+                loss = calc_loss_batch(
+                    input_batch, target_batch, model, device, lengths, token_position
+                )
             loss.backward()
             optimizer.step()
             history.examples_seen += target_batch.shape[0]
@@ -191,7 +276,7 @@ def train_classifier_simple(
             if (history.steps - 1) % eval_freq == 0:  # the book's global_step % eval_freq == 0
                 with autocast(device, precision):
                     train_loss, val_loss = evaluate_model(
-                        model, train_loader, val_loader, device, eval_iter
+                        model, train_loader, val_loader, device, eval_iter, token_position
                     )
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
@@ -204,10 +289,11 @@ def train_classifier_simple(
                     f"{time.perf_counter() - start:.1f} s]"
                 )
 
-        model.eval()
         with autocast(device, precision):
-            train_accuracy = calc_accuracy_loader(train_loader, model, device, eval_iter)
-            val_accuracy = calc_accuracy_loader(val_loader, model, device, eval_iter)
+            train_accuracy, val_accuracy = (
+                calc_accuracy_loader(loader, model, device, eval_iter, token_position)
+                for loader in (train_loader, val_loader)
+            )
         history.train_accs.append(train_accuracy)
         history.val_accs.append(val_accuracy)
         say(

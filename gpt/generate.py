@@ -1,5 +1,6 @@
-"""Text in, text out: the helpers of the book's chapter 5, used here as a sanity check that
-loaded weights are GPT-2's (the pretrained model continues "Every effort moves you" sensibly).
+"""Text in, text out: the helpers of the book's chapters 4 and 5 (``generate_text_simple``,
+``text_to_token_ids``, ``token_ids_to_text``), used here as a sanity check that loaded
+weights are GPT-2's (the pretrained model continues "Every effort moves you" sensibly).
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def generate(
         if eos_id is not None and bool((idx_next == eos_id).all()):
             break
     return idx
+
+
+def generate_text_simple(
+    model: GPTModel, idx: torch.Tensor, max_new_tokens: int, context_size: int
+) -> torch.Tensor:
+    """The book's greedy generation of chapter 4: ``idx`` [batch, tokens] followed by the
+    ``max_new_tokens`` most likely next tokens, the model seeing at most ``context_size``."""
+    return generate(model, idx, max_new_tokens, context_size)
 
 
 def generate_text(

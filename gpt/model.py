@@ -5,15 +5,19 @@ Every piece is spelled out in plain PyTorch so it can be read top to bottom:
     token ids -> token + position embeddings -> dropout
               -> n_layers x TransformerBlock (pre-LayerNorm attention and feed-forward,
                                               each wrapped in a residual connection)
-              -> final LayerNorm -> output head (tied to the token embedding) -> logits
+              -> final LayerNorm -> output head -> logits
 
-Parameter names follow the book (``tok_emb``, ``trf_blocks``, ``att.W_query`` ...);
-``gpt/weights.py`` maps OpenAI's names onto them.
+Parameter names follow the book (``tok_emb``, ``trf_blocks``, ``att.W_query`` ...), so state
+dicts saved by the book's code load here; ``gpt/weights.py`` maps OpenAI's names onto them.
+``GPTModel(cfg)`` takes the book's config dict too, and draws its random weights exactly
+as the book's model does.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +102,10 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
+        # The book keeps its causal mask as a buffer, so state dicts saved by the book's code
+        # carry an "att.mask" entry; this module builds its mask per call (below) and so
+        # stores nothing but learned weights. Such an entry is accepted, if it is the mask.
+        self.register_load_state_dict_pre_hook(_accept_book_mask)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, tokens, d_out] -> [batch, heads, tokens, head_dim]."""
@@ -128,8 +136,7 @@ class MultiHeadAttention(nn.Module):
         else:
             # The lesson: scores, causal mask, scaled softmax, weighted sum of values.
             attn_scores = queries @ keys.transpose(2, 3)
-            # (The book keeps the mask as a buffer; building it here costs nothing and leaves
-            # the module with nothing but learned weights.)
+            # (The book keeps the mask as a buffer; building it here costs nothing.)
             mask = causal_mask(num_tokens, device=x.device)
             attn_scores = attn_scores.masked_fill(mask, float("-inf"))
             attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
@@ -137,6 +144,23 @@ class MultiHeadAttention(nn.Module):
             context = attn_weights @ values
 
         return self.out_proj(self.merge_heads(context))
+
+
+def _accept_book_mask(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: object
+) -> None:
+    """Drop the book's ``mask`` buffer from a state dict being loaded, after checking that it
+    is a causal mask: it holds no learned numbers, so there is nothing to load from it."""
+    mask = state_dict.pop(prefix + "mask", None)
+    if mask is None:
+        return
+    num_tokens = mask.shape[-1]
+    if mask.shape != (num_tokens, num_tokens) or not torch.equal(
+        mask.bool().cpu(), causal_mask(num_tokens)
+    ):
+        raise ValueError(
+            f"{prefix}mask in the state dict is not a causal mask (ones above the diagonal)"
+        )
 
 
 class TransformerBlock(nn.Module):
@@ -163,11 +187,42 @@ class TransformerBlock(nn.Module):
         return x
 
 
-class GPTModel(nn.Module):
-    """GPT-2: token ids [batch, tokens] -> next-token logits [batch, tokens, vocab_size]."""
+# How a freshly built model draws its random weights (pretrained weights replace them):
+#   book  PyTorch's default initialisation of every layer, and an output head of its own:
+#         the book's GPTModel of chapter 4, number for number (163,009,536 parameters for
+#         the book's GPT_CONFIG_124M).
+#   gpt2  GPT-2's own scheme: every weight normal with std 0.02, and the output head tied
+#         to the token embedding, as GPT-2 has it (124,439,808 parameters for gpt2-small).
+#         The pipeline's `--weights random` uses it: a far better starting point than
+#         PyTorch's default for a 50,257 x 768 embedding.
+INITS = ("book", "gpt2")
 
-    def __init__(self, cfg: GPTConfig) -> None:
+
+def as_config(cfg: GPTConfig | Mapping[str, Any]) -> GPTConfig:
+    """``cfg`` as a ``GPTConfig``: the book's config dict (``GPT_CONFIG_124M``, ``BASE_CONFIG``)
+    has the same field names."""
+    if isinstance(cfg, GPTConfig):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"cfg must be a GPTConfig or a dict, not {type(cfg).__name__}")
+    unknown = sorted(set(cfg) - set(GPTConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown GPT config key {unknown[0]!r}")
+    return GPTConfig(**cfg)
+
+
+class GPTModel(nn.Module):
+    """GPT-2: token ids [batch, tokens] -> next-token logits [batch, tokens, vocab_size].
+
+    ``cfg`` is a ``GPTConfig`` or the book's config dict; ``init`` chooses how the random
+    weights are drawn (see ``INITS``): by default exactly as the book's model draws them.
+    """
+
+    def __init__(self, cfg: GPTConfig | Mapping[str, Any], init: str = "book") -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {init!r}")
+        cfg = as_config(cfg)
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
@@ -177,10 +232,11 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim, fused=cfg.fused)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        # GPT-2 reuses the token embedding matrix as the output projection ("weight tying"),
-        # which is why 124M, not 163M, parameters.
-        self.out_head.weight = self.tok_emb.weight
-        self.apply(_init_weights)
+        if init == "gpt2":
+            # GPT-2 reuses the token embedding matrix as the output projection ("weight
+            # tying"), which is why 124M, not 163M, parameters.
+            self.out_head.weight = self.tok_emb.weight
+            self.apply(_init_weights)
 
     def embed(self, in_idx: torch.Tensor) -> torch.Tensor:
         """Token + position embeddings (with dropout): [batch, tokens] -> [batch, tokens, emb]."""
@@ -201,11 +257,7 @@ class GPTModel(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """GPT-2's initialisation (normal, std 0.02), used when no pretrained weights are loaded.
-
-    It matters for `--weights random`: PyTorch's default uniform initialisation of the
-    50,257 x 768 embedding would make a far worse starting point than GPT-2's.
-    """
+    """GPT-2's initialisation (normal, std 0.02): ``init="gpt2"``."""
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if module.bias is not None:
@@ -222,7 +274,7 @@ def uninitialized_gpt(cfg: GPTConfig) -> GPTModel:
     storage skips that.
     """
     with torch.device("meta"):
-        model = GPTModel(cfg)
+        model = GPTModel(cfg, init="gpt2")  # tied, as the released weights are
     model.to_empty(device="cpu")
     model.out_head.weight = model.tok_emb.weight  # to_empty gives shared weights separate storage
     return model

@@ -10,14 +10,17 @@ with three twists, each explained where it happens below.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
@@ -207,32 +210,24 @@ def _strip_prefix(key: str) -> str:
     return key.removeprefix("transformer.")
 
 
-def load_weights_into_gpt(model: GPTModel, path: str | Path) -> None:
-    """Copy the tensors of an OpenAI-layout safetensors file into ``model``, in place.
+def load_weights_into_gpt(model: GPTModel, params: str | Path | Mapping[str, Any]) -> None:
+    """Copy OpenAI's GPT-2 weights into ``model``, in place.
 
-    Every model parameter is assigned exactly once. A tensor the model lacks, a parameter
-    the file lacks, or a shape that differs is a ``WeightsError`` naming the tensor and file.
+    ``params`` is a safetensors file in OpenAI's layout, or the book's ``params`` dict (as
+    ``download_and_load_gpt2`` returns it). Every model parameter is assigned exactly once;
+    an output head of its own (the book's untied model) gets a copy of the token embedding,
+    as the book's function gives it. A tensor the model lacks, a parameter the weights
+    lack, or a shape that differs is a ``WeightsError`` naming the tensor.
     """
-    path = Path(path)
-    sources = openai_parameter_sources(model.cfg)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    del params["out_head.weight"]  # the same tensor as tok_emb.weight (weight tying)
-    if set(sources) != set(params):  # a bug in the table above, never the user's file
-        raise AssertionError(f"mapping and model disagree: {set(sources) ^ set(params)}")
-
+    if isinstance(params, Mapping):
+        tensors = params_to_openai_tensors(params)
+        _assign_weights(model, {k: k for k in tensors}, tensors.__getitem__, "params")
+        return
+    path = Path(params)
     try:
         with safe_open(path, framework="pt") as file:
             keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
-            _check_keys(keys, sources, path)
-            cache: dict[str, torch.Tensor] = {}
-            with torch.no_grad():
-                for name, source in sources.items():
-                    if source.key not in cache:
-                        cache.clear()  # keep at most one (fused) tensor in memory
-                        cache[source.key] = file.get_tensor(keys[source.key])
-                    params[name].copy_(_take(cache[source.key], source, params[name], path))
-                if "lm_head.weight" in keys:
-                    _check_tied_head(file.get_tensor(keys["lm_head.weight"]), model, path)
+            _assign_weights(model, keys, file.get_tensor, path)
     except SafetensorError as error:
         raise WeightsError(
             f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
@@ -241,7 +236,40 @@ def load_weights_into_gpt(model: GPTModel, path: str | Path) -> None:
         raise WeightsError(f"weights file {path} does not exist") from error
 
 
-def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: Path) -> None:
+def _assign_weights(
+    model: GPTModel,
+    keys: dict[str, str],
+    get_tensor: Callable[[str], torch.Tensor],
+    origin: str | Path,
+) -> None:
+    """Fill ``model`` from tensors named as in OpenAI's checkpoint (``keys`` maps each such
+    name to the name ``get_tensor`` knows it by)."""
+    sources = openai_parameter_sources(model.cfg)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    tied = model.out_head.weight is model.tok_emb.weight
+    del params["out_head.weight"]  # filled from the token embedding (GPT-2 ties them)
+    if set(sources) != set(params):  # a bug in the table above, never the user's file
+        raise AssertionError(f"mapping and model disagree: {set(sources) ^ set(params)}")
+    _check_keys(keys, sources, origin)
+    cache: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, source in sources.items():
+            if source.key not in cache:
+                cache.clear()  # keep at most one (fused) tensor in memory
+                cache[source.key] = get_tensor(keys[source.key])
+            params[name].copy_(_take(cache[source.key], source, params[name], origin))
+        if "lm_head.weight" in keys:
+            _check_tied_head(get_tensor(keys["lm_head.weight"]), model, origin)
+        if not tied:
+            if model.out_head.weight.shape != model.tok_emb.weight.shape:
+                raise WeightsError(
+                    f"model.out_head has shape {tuple(model.out_head.weight.shape)}, not the "
+                    "token embedding's: load the weights first, then replace the head"
+                )
+            model.out_head.weight.copy_(model.tok_emb.weight)
+
+
+def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: str | Path) -> None:
     needed = {source.key for source in sources.values()}
     missing = sorted(needed - keys.keys())
     if missing:
@@ -263,7 +291,9 @@ def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: Path) ->
         )
 
 
-def _take(tensor: torch.Tensor, source: Source, param: torch.Tensor, path: Path) -> torch.Tensor:
+def _take(
+    tensor: torch.Tensor, source: Source, param: torch.Tensor, path: str | Path
+) -> torch.Tensor:
     """The part of a checkpoint tensor that fills ``param``, in ``nn.Linear``'s layout."""
     expected = tuple(param.shape[::-1]) if source.transpose else tuple(param.shape)
     if source.chunk is not None:
@@ -278,7 +308,7 @@ def _take(tensor: torch.Tensor, source: Source, param: torch.Tensor, path: Path)
     return tensor.T if source.transpose else tensor
 
 
-def _check_tied_head(lm_head: torch.Tensor, model: GPTModel, path: Path) -> None:
+def _check_tied_head(lm_head: torch.Tensor, model: GPTModel, path: str | Path) -> None:
     if lm_head.shape != model.tok_emb.weight.shape or not torch.equal(
         lm_head.to(model.tok_emb.weight.dtype), model.tok_emb.weight
     ):
@@ -298,3 +328,125 @@ def load_pretrained_gpt(
     model = uninitialized_gpt(cfg)  # every weight is assigned below
     load_weights_into_gpt(model, path)
     return model.eval()
+
+
+# --- The book's interface: download_and_load_gpt2 -> (settings, params) -------------------
+
+# The book names the released sizes by their parameter counts.
+BOOK_MODEL_SIZES = {
+    "124M": "gpt2-small",
+    "355M": "gpt2-medium",
+    "774M": "gpt2-large",
+    "1558M": "gpt2-xl",
+}
+
+# Where each tensor sits in the book's nested ``params`` (its TensorFlow checkpoint reader
+# strips "model/", puts block i under params["blocks"][i], and calls LayerNorm's weight and
+# bias "g" and "b"), against the name it has in OpenAI's safetensors file.
+_BLOCK_LAYERS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+_BLOCK_NORMS = ("ln_1", "ln_2")
+
+
+def download_and_load_gpt2(
+    model_size: str = "124M", models_dir: str | Path = "gpt2"
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """The book's ``download_and_load_gpt2``: GPT-2's ``settings`` and ``params``, in the
+    book's layout (numpy arrays in nested dicts), ready for ``load_weights_into_gpt``.
+
+    The book downloads OpenAI's TensorFlow checkpoint and reads it with TensorFlow; here the
+    same numbers come from the safetensors file (no TensorFlow): from
+    ``models_dir/model_size/model.safetensors`` if you put one there, else as
+    ``find_weights`` finds it (``GPT2_WEIGHTS_DIR``, or the Hugging Face Hub's cache,
+    downloading once). ``settings`` is the book's ``hparams.json``: read from
+    ``models_dir/model_size/hparams.json`` if present, else the released size's.
+    """
+    if model_size not in BOOK_MODEL_SIZES:
+        raise WeightsError(f"model_size {model_size!r} is not one of {', '.join(BOOK_MODEL_SIZES)}")
+    preset = BOOK_MODEL_SIZES[model_size]
+    folder = Path(models_dir) / model_size
+    local = folder / WEIGHTS_FILENAME
+    path = local if local.is_file() else find_weights(preset)
+    hparams = folder / "hparams.json"
+    if hparams.is_file():
+        settings = json.loads(hparams.read_text(encoding="utf-8"))
+    else:
+        cfg = get_config(preset)
+        settings = {
+            "n_vocab": cfg.vocab_size,
+            "n_ctx": cfg.context_length,
+            "n_embd": cfg.emb_dim,
+            "n_head": cfg.n_heads,
+            "n_layer": cfg.n_layers,
+        }
+    try:
+        with safe_open(path, framework="pt") as file:
+            tensors = {_strip_prefix(k): file.get_tensor(k) for k in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"{path} is not a readable safetensors file ({error})") from error
+    num_blocks = len({key.split(".")[1] for key in tensors if key.startswith("h.")})
+    if num_blocks != settings["n_layer"]:
+        raise WeightsError(
+            f"{path} holds {num_blocks} blocks, but the settings say {settings['n_layer']}"
+        )
+    params = openai_tensors_to_params(tensors, settings["n_layer"], path)
+    if params["wte"].shape != (settings["n_vocab"], settings["n_embd"]):
+        raise WeightsError(
+            f"{path}: 'wte.weight' has shape {params['wte'].shape}, but the settings say "
+            f"{settings['n_vocab']} x {settings['n_embd']}"
+        )
+    return settings, params
+
+
+def openai_tensors_to_params(
+    tensors: Mapping[str, torch.Tensor], n_layer: int, origin: str | Path = "weights"
+) -> dict[str, Any]:
+    """OpenAI's flat tensor names -> the book's nested ``params`` of numpy arrays."""
+
+    def get(key: str) -> np.ndarray:
+        if key not in tensors:
+            raise WeightsError(f"{origin} lacks tensor {key!r}; is it a GPT-2 checkpoint?")
+        return tensors[key].float().numpy()
+
+    params: dict[str, Any] = {
+        "wte": get("wte.weight"),
+        "wpe": get("wpe.weight"),
+        "g": get("ln_f.weight"),
+        "b": get("ln_f.bias"),
+        "blocks": [],
+    }
+    for i in range(n_layer):
+        block: dict[str, Any] = {}
+        for layer in _BLOCK_LAYERS:
+            group, name = layer.split(".")
+            block.setdefault(group, {})[name] = {
+                "w": get(f"h.{i}.{layer}.weight"),
+                "b": get(f"h.{i}.{layer}.bias"),
+            }
+        for norm in _BLOCK_NORMS:
+            block[norm] = {"g": get(f"h.{i}.{norm}.weight"), "b": get(f"h.{i}.{norm}.bias")}
+        params["blocks"].append(block)
+    return params
+
+
+def params_to_openai_tensors(params: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The book's nested ``params`` -> OpenAI's flat tensor names (the inverse of the above)."""
+    try:
+        tensors = {
+            "wte.weight": params["wte"],
+            "wpe.weight": params["wpe"],
+            "ln_f.weight": params["g"],
+            "ln_f.bias": params["b"],
+        }
+        for i, block in enumerate(params["blocks"]):
+            for layer in _BLOCK_LAYERS:
+                group, name = layer.split(".")
+                tensors[f"h.{i}.{layer}.weight"] = block[group][name]["w"]
+                tensors[f"h.{i}.{layer}.bias"] = block[group][name]["b"]
+            for norm in _BLOCK_NORMS:
+                tensors[f"h.{i}.{norm}.weight"] = block[norm]["g"]
+                tensors[f"h.{i}.{norm}.bias"] = block[norm]["b"]
+    except (KeyError, TypeError) as error:
+        raise WeightsError(
+            f"params lacks {error}: expected the layout download_and_load_gpt2 returns"
+        ) from error
+    return {key: torch.as_tensor(np.asarray(value)) for key, value in tensors.items()}

@@ -40,7 +40,7 @@ def train_csv(tmp_path: Path) -> Path:
 
 def test_fixed_padding_pads_every_row_to_the_longest_message(train_csv: Path, tokenizer) -> None:
     encoded = [tokenizer.encode(text) for text in TEXTS]
-    dataset = SpamDataset(train_csv, tokenizer)
+    dataset = SpamDataset(train_csv, tokenizer, with_lengths=True)
 
     assert dataset.max_length == max(map(len, encoded))
     assert dataset.lengths.tolist() == [len(ids) for ids in encoded]
@@ -55,7 +55,7 @@ def test_fixed_padding_pads_every_row_to_the_longest_message(train_csv: Path, to
 
 
 def test_longer_messages_are_truncated_to_max_length(train_csv: Path, tokenizer) -> None:
-    dataset = SpamDataset(train_csv, tokenizer, max_length=4, padding="batch")
+    dataset = SpamDataset(train_csv, tokenizer, max_length=4, padding="batch", with_lengths=True)
 
     full_lengths = [len(tokenizer.encode(text)) for text in TEXTS]
     assert dataset.lengths.tolist() == [min(n, 4) for n in full_lengths]
@@ -65,7 +65,7 @@ def test_longer_messages_are_truncated_to_max_length(train_csv: Path, tokenizer)
 def test_batch_padding_pads_only_to_the_longest_row_of_the_batch(
     train_csv: Path, tokenizer
 ) -> None:
-    dataset = SpamDataset(train_csv, tokenizer, pad_token_id=0, padding="batch")
+    dataset = SpamDataset(train_csv, tokenizer, pad_token_id=0, padding="batch", with_lengths=True)
     short = [0, 3]  # "Hi" and "ok"
     batch = collate_batch([dataset[i] for i in short], pad_token_id=0)
 
@@ -81,8 +81,11 @@ def test_batch_padding_pads_only_to_the_longest_row_of_the_batch(
 
 
 def test_both_paddings_agree_on_the_real_tokens(train_csv: Path, tokenizer) -> None:
-    fixed = collate_batch([SpamDataset(train_csv, tokenizer, padding="fixed")[i] for i in range(5)])
-    batch = collate_batch([SpamDataset(train_csv, tokenizer, padding="batch")[i] for i in range(5)])
+    def examples(padding: str) -> list:
+        dataset = SpamDataset(train_csv, tokenizer, padding=padding, with_lengths=True)
+        return [dataset[i] for i in range(5)]
+
+    fixed, batch = collate_batch(examples("fixed")), collate_batch(examples("batch"))
 
     # The batch's longest row is the longest message, so both pad to the same width.
     torch.testing.assert_close(fixed.input_ids, batch.input_ids)
@@ -97,7 +100,7 @@ def test_end_of_text_inside_a_message_is_plain_text(tmp_path: Path, tokenizer) -
 
     dataset = SpamDataset(csv, tokenizer)
 
-    assert END_OF_TEXT_ID not in dataset[0].input_ids.tolist()
+    assert END_OF_TEXT_ID not in dataset[0][0].tolist()
 
 
 def test_empty_message_is_refused(tmp_path: Path, tokenizer) -> None:
@@ -127,7 +130,9 @@ def test_loaders_take_max_length_from_training_and_batch_as_the_book(
 
 def test_training_order_is_shuffled_reproducibly(tmp_path: Path, tokenizer) -> None:
     dataset = SpamDataset(
-        write_csv(tmp_path / "train.csv", [f"message {i}" for i in range(32)]), tokenizer
+        write_csv(tmp_path / "train.csv", [f"message {i}" for i in range(32)]),
+        tokenizer,
+        with_lengths=True,
     )
 
     def order(seed: int) -> list[int]:
@@ -137,6 +142,17 @@ def test_training_order_is_shuffled_reproducibly(tmp_path: Path, tokenizer) -> N
     assert order(123) == order(123)
     assert order(123) != order(7)
     assert sorted(order(123)) == sorted(dataset[i].input_ids[1].item() for i in range(32))
+
+
+def test_items_are_the_books_pairs_unless_lengths_are_asked_for(train_csv: Path, tokenizer) -> None:
+    book = SpamDataset(train_csv, tokenizer)
+    ours = SpamDataset(train_csv, tokenizer, with_lengths=True)
+
+    input_ids, label = book[2]  # the book's (input, target) pair
+    assert input_ids.tolist() == ours[2].input_ids.tolist() and label == ours[2].label
+    assert ours[2].length.item() == len(tokenizer.encode(TEXTS[2]))
+    with pytest.raises(ValueError, match="with_lengths=True"):
+        create_data_loader(book)
 
 
 def test_missing_csv_says_to_run_the_split_step(tmp_path: Path, tokenizer) -> None:

@@ -32,7 +32,7 @@ TINY = GPTConfig(context_length=64, emb_dim=32, n_heads=4, n_layers=3)
 
 def tiny_model(trainable_layers: str = "last_block", seed: int = 0, **overrides) -> GPTModel:
     torch.manual_seed(seed)
-    model = GPTModel(dataclasses.replace(TINY, **overrides))
+    model = GPTModel(dataclasses.replace(TINY, **overrides), init="gpt2")
     return freeze_for_classification(add_classification_head(model), trainable_layers)
 
 

@@ -59,7 +59,14 @@ def test_predict_is_predict_proba_at_the_threshold(classifier: SpamClassifier) -
 
 def test_classify_review_agrees_with_the_classifier(classifier: SpamClassifier) -> None:
     labels = [
-        classify_review(text, classifier.model, classifier.tokenizer, "cpu", MAX_LENGTH)
+        classify_review(
+            text,
+            classifier.model,
+            classifier.tokenizer,
+            "cpu",
+            MAX_LENGTH,
+            token_position=classifier.info.token_position,
+        )
         for text in MESSAGES
     ]
 

@@ -76,16 +76,29 @@ def test_causality_later_tokens_never_change_earlier_outputs(implementation):
             assert not torch.allclose(after[:, t + 1 :], before[:, t + 1 :])
 
 
-def test_output_head_is_tied_to_token_embedding():
-    model = GPTModel(TINY)
+def test_gpt2_init_ties_the_output_head_to_the_token_embedding():
+    model = GPTModel(TINY, init="gpt2")
     assert model.out_head.weight is model.tok_emb.weight
     assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, TINY.vocab_size)
+    # GPT-2's scheme: normal with std 0.02 (PyTorch's default for an embedding is std 1).
+    assert 0.015 < model.tok_emb.weight.std().item() < 0.025
+    with pytest.raises(ValueError, match="init must be one of"):
+        GPTModel(TINY, init="xavier")
 
 
-def test_gpt2_small_has_124_439_808_parameters():
+def test_the_books_init_gives_the_head_its_own_weights():
+    model = GPTModel(TINY)
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert 0.9 < model.tok_emb.weight.std().item() < 1.1  # nn.Embedding's default, N(0, 1)
+
+
+def test_gpt2_small_has_124_439_808_parameters_tied_163_037_184_untied():
     with torch.device("meta"):  # the shapes without the memory or the initialisation time
-        model = GPTModel(get_config("gpt2-small"))
-    assert count_parameters(model) == 124_439_808
+        tied = GPTModel(get_config("gpt2-small"), init="gpt2")
+        untied = GPTModel(get_config("gpt2-small"))
+    assert count_parameters(tied) == 124_439_808
+    # The book's model (before it discusses tying) has a 50,257 x 768 head of its own.
+    assert count_parameters(untied) == 124_439_808 + 50_257 * 768 == 163_037_184
 
 
 @pytest.mark.parametrize(
@@ -98,7 +111,7 @@ def test_gpt2_small_has_124_439_808_parameters():
 )
 def test_larger_presets_have_the_published_sizes(preset, expected):
     with torch.device("meta"):
-        model = GPTModel(get_config(preset))
+        model = GPTModel(get_config(preset), init="gpt2")
     assert count_parameters(model) == expected
 
 

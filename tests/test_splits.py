@@ -40,13 +40,13 @@ def test_balanced_dataset_keeps_every_spam_and_as_many_random_ham(
 ) -> None:
     balanced = create_balanced_dataset(collection, seed=123)
 
-    assert balanced["Label"].value_counts().to_dict() == {0: 60, 1: 60}
-    assert balanced["Label"].dtype == "int64"
+    # As in the book, the labels are still words; the book maps them to class ids next.
+    assert balanced["Label"].value_counts().to_dict() == {"ham": 60, "spam": 60}
     spam_rows = collection.index[collection["Label"] == "spam"]
-    assert set(balanced.index[balanced["Label"] == 1]) == set(spam_rows)
-    # The book's draw exactly: ham sampled with the seed, index kept.
+    assert set(balanced.index[balanced["Label"] == "spam"]) == set(spam_rows)
+    # The book's draw exactly: ham sampled with the seed, index kept, ham first.
     expected_ham = collection[collection["Label"] == "ham"].sample(60, random_state=123)
-    assert list(balanced.index[balanced["Label"] == 0]) == list(expected_ham.index)
+    assert list(balanced.index[:60]) == list(expected_ham.index)
     assert not balanced.index.equals(create_balanced_dataset(collection, seed=7).index)
 
 
