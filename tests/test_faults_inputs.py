@@ -187,3 +187,21 @@ def test_messages_longer_than_the_context_are_cut_with_a_count(tmp_path: Path) -
     assert "Cut 1 training / 0 validation / 1 test messages longer than 32 tokens" in "\n".join(
         lines
     )
+
+
+def test_the_longest_message_is_capped_at_the_models_context(tmp_path: Path, tokenizer) -> None:
+    from ch06_classification.dataset import SpamDataset
+
+    texts = ["see you", "WIN cash " * 30, "lunch at one?"]
+    csv = tmp_path / "train.csv"
+    csv.write_text("Label,Text\n" + "".join(f"{i % 2},{text}\n" for i, text in enumerate(texts)))
+    sizes = [len(tokenizer.encode(text)) for text in texts]
+    assert sizes[1] > 16 > max(sizes[0], sizes[2])
+
+    uncapped = SpamDataset(csv, tokenizer)
+    capped = SpamDataset(csv, tokenizer, context_length=16)
+
+    assert uncapped.max_length == sizes[1] and uncapped.num_truncated == 0
+    assert capped.max_length == 16 and capped.num_truncated == 1
+    assert capped.lengths.tolist() == [sizes[0], 16, sizes[2]]
+    assert capped.encoded_texts[1] == tokenizer.encode(texts[1])[:16]
