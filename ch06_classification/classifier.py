@@ -14,11 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ch06_classification.datafiles import CLASS_NAMES
 from gpt.config import get_config
 from gpt.model import GPTModel, count_parameters
 from gpt.weights import load_pretrained_gpt
 
-LABELS = ("not spam", "spam")  # class 0 and class 1, as in the book
+# Class 0 and class 1, named as in the data; the book displays ham as "not spam".
+LABELS = CLASS_NAMES
+DISPLAY_NAMES = {"ham": "not spam", "spam": "spam"}
 
 # Which token's output is classified:
 #   flexible  the last real (non-padding) token of each message: it has attended to every

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for step in STEPS:
         step.register(subparsers)
+    for step_parser in subparsers.choices.values():
+        # So that a mistyped option is reported with the usage of the step it was given to.
+        step_parser.set_defaults(step_parser=step_parser)
     return parser
 
 
@@ -42,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; problems the user can fix, and failures of the operating system, are
     one line on stderr, not a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would show the usage of `gpt-spam` itself, not of the step
+        args.step_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args) or 0
     except UserFacingError as error:

@@ -12,7 +12,19 @@ from __future__ import annotations
 from ch06_classification.safe_files import atomic_output
 from gpt.errors import UserFacingError
 
-__all__ = ["SMS_SPAM_TSV", "SPLIT_FILES", "SPLIT_REPORT", "DataError", "atomic_output"]
+__all__ = [
+    "CLASS_NAMES",
+    "SMS_SPAM_TSV",
+    "SPLIT_FILES",
+    "SPLIT_REPORT",
+    "DataError",
+    "atomic_output",
+]
+
+# The two classes, as the data names them: class 0 and class 1 everywhere (splits, model
+# outputs, metrics, plots, the classify command). The book prints ham as "not spam": that
+# is only how classify_review displays it (see DISPLAY_NAMES in classifier.py).
+CLASS_NAMES = ("ham", "spam")
 
 # The validated collection, as `gpt-spam download` leaves it in the data folder.
 SMS_SPAM_TSV = "SMSSpamCollection.tsv"

@@ -339,4 +339,4 @@ def _describe_request_error(error: requests.RequestException) -> str:
         return "timed out"
     if isinstance(error, requests.ConnectionError):
         return "could not connect"
-    return f"{type(error).__name__}: {error}"
+    return "the request failed"

@@ -52,16 +52,18 @@ def evaluation_files(run_dir: str | Path, data_dir: str | Path, threshold: float
     ]
 
 
-def check_not_evaluated(
+def evaluated_problem(
     run_dir: str | Path, data_dir: str | Path, threshold: float, overwrite: bool = False
-) -> None:
-    """Refuse to redo an evaluation that exists, unless ``overwrite``."""
-    report = evaluation_files(run_dir, data_dir, threshold)[0]
-    if report.exists() and not overwrite:
-        raise UserFacingError(
-            f"{report} exists: this run was already evaluated on {data_dir} at threshold "
+) -> str | None:
+    """Why this evaluation must not run: it exists, and ``overwrite`` was not asked for."""
+    run_dir = Path(run_dir)
+    report = evaluation_files(run_dir.parent if run_dir.is_file() else run_dir, data_dir, threshold)
+    if report[0].exists() and not overwrite:
+        return (
+            f"{report[0]} exists: this run was already evaluated on {data_dir} at threshold "
             f"{threshold:g}; pass --overwrite to evaluate it again"
         )
+    return None
 
 
 def evaluate_run(
@@ -80,8 +82,12 @@ def evaluate_run(
     table through ``log``, and a progress bar per set on stderr unless ``progress=False``.
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
-    check_not_evaluated(run_dir, data_dir, threshold, overwrite)
-    classifier = SpamClassifier.from_checkpoint(run_dir / CHECKPOINT_NAME, device, batch_size)
+    checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
+    run_dir = checkpoint.parent  # a run folder, or the folder of the checkpoint named
+    problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)
+    if problem:
+        raise UserFacingError(problem)
+    classifier = SpamClassifier.from_checkpoint(checkpoint, device, batch_size)
     frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
     split_fingerprints = set(text_fingerprints(frames["train"]["Text"]))
     trained_on = read_training_texts(run_dir)
@@ -134,7 +140,7 @@ def evaluate_run(
     report_path, roc_path, confusion_path = evaluation_files(run_dir, data_dir, threshold)
     curves = {name: (labels[name], scores[name]) for name in ("test", "test (unseen)", "realistic")}
     report = {
-        "checkpoint": str(run_dir / CHECKPOINT_NAME),
+        "checkpoint": str(checkpoint),
         "data_dir": str(data_dir),
         "threshold": threshold,
         "own_split": own_split,

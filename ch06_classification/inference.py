@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ch06_classification.checkpoint import ClassifierInfo, load_classifier
-from ch06_classification.classifier import LABELS, classified_positions
+from ch06_classification.classifier import DISPLAY_NAMES, LABELS, classified_positions
 from ch06_classification.dataset import encode_message
 from ch06_classification.fast_path import logits_at
 from ch06_classification.training import autocast, pick_device
@@ -50,7 +50,8 @@ def classify_review(
     pad_token_id: int = END_OF_TEXT_ID,
     token_position: str = "last",
 ) -> str:
-    """The book's ``classify_review``: "spam" or "not spam" for one message.
+    """The book's ``classify_review``: "spam" or "not spam" (the book's display name for
+    ham) for one message.
 
     As in the book, the message is cut to the model's context and to ``max_length``
     (default: the context), padded to ``max_length``, and classified at the last position,
@@ -70,7 +71,7 @@ def classify_review(
     )
     model.eval()
     logits = logits_at(model, ids, positions)
-    return "spam" if logits.argmax(dim=-1).item() == 1 else "not spam"
+    return DISPLAY_NAMES[LABELS[int(logits.argmax(dim=-1).item())]]
 
 
 class SpamClassifier:
@@ -129,7 +130,7 @@ class SpamClassifier:
         return probabilities[0] if single else probabilities
 
     def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | list[str]:
-        """ "spam" or "not spam" per message: spam when its spam probability >= ``threshold``."""
+        """ "ham" or "spam" per message: spam when its spam probability >= ``threshold``."""
         probabilities = np.atleast_2d(self.predict_proba(texts))
         labels = self.labels_at(probabilities[:, 1], threshold)
         return labels[0] if isinstance(texts, str) else labels

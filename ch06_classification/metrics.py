@@ -1,6 +1,6 @@
 """Evaluation metrics for the spam classifier, independent of any model.
 
-Everything here takes plain arrays: the true labels (0 = "not spam", 1 = "spam") and the
+Everything here takes plain arrays: the true labels (0 = "ham", 1 = "spam") and the
 model's spam probabilities. Spam is the *positive* class, so a "true positive" is a spam
 message caught, and a "false positive" is a real message wrongly sent to the spam folder.
 
@@ -24,9 +24,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-CLASS_NAMES = ("not spam", "spam")
-
-
 # --- Input checks -----------------------------------------------------------------------
 
 
@@ -38,7 +35,7 @@ def _as_labels(y: ArrayLike, what: str = "y_true") -> np.ndarray:
     if labels.size == 0:
         raise ValueError(f"{what} is empty: there is nothing to evaluate")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"{what} must contain only 0 (not spam) and 1 (spam)")
+        raise ValueError(f"{what} must contain only 0 (ham) and 1 (spam)")
     return labels.astype(np.int64)
 
 
@@ -76,7 +73,7 @@ def predict_spam(spam_probability: ArrayLike, threshold: float = 0.5) -> np.ndar
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     """The 2x2 count matrix ``[[TN, FP], [FN, TP]]``: rows are the true class, columns the
-    predicted one, in the order (not spam, spam).
+    predicted one, in the order (ham, spam).
     """
     truth = _as_labels(y_true)
     predicted = _as_labels(y_pred, what="y_pred")
@@ -141,7 +138,7 @@ def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
 
     1.0 is a perfect ranking, 0.5 is chance, 0.0 is perfectly reversed. This equals the
     trapezoidal area under :func:`roc_curve`. With only one class present there are no
-    (spam, not spam) pairs to compare, so the AUC is undefined and NaN is returned.
+    (spam, ham) pairs to compare, so the AUC is undefined and NaN is returned.
     """
     labels = _as_labels(y_true)
     values = _as_scores(scores, labels.size)

@@ -17,9 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from ch06_classification.datafiles import atomic_output
+from ch06_classification.datafiles import CLASS_NAMES, atomic_output
 from ch06_classification.metrics import (
-    CLASS_NAMES,
     average_precision,
     precision_recall_curve,
     roc_auc,

@@ -139,6 +139,16 @@ def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     return finished[-1]
 
 
+def find_run(path: str | Path | None, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The run named by ``--run-dir`` (a run folder or its checkpoint file), or the latest."""
+    if path is None:
+        return latest_run_dir(runs_dir)
+    path = Path(path)
+    if not path.exists():
+        raise UserFacingError(f"--run-dir {path} does not exist")
+    return path
+
+
 def write_json(path: str | Path, values: Any) -> Path:
     """Write ``values`` as indented JSON, atomically."""
     path = Path(path)

@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ch06_classification.datafiles import SPLIT_FILES, SPLIT_REPORT, DataError
+from ch06_classification.datafiles import CLASS_NAMES, SPLIT_FILES, SPLIT_REPORT, DataError
 from ch06_classification.safe_files import replace_together, settle
 
 # The classifier's two outputs: logit 0 is "ham", logit 1 is "spam".
-CLASS_IDS = {"ham": 0, "spam": 1}
+CLASS_IDS = {name: index for index, name in enumerate(CLASS_NAMES)}
 
 
 class Splits(NamedTuple):

@@ -81,16 +81,16 @@ def download_weights(
     resuming an interrupted download, and a size check before an ``.incomplete`` file is
     renamed into place, so a half-downloaded file is never taken for a complete one.
     """
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     get_config(preset)  # a clear error for an unknown preset
     repo_id = HF_REPOS[preset]
     # OpenAI's weights never change: a cached copy is used without asking the Hub again
     # (which, offline, would retry for half a minute before falling back to the cache).
-    cached = try_to_load_from_cache(repo_id, WEIGHTS_FILENAME, cache_dir=cache_dir)
-    if isinstance(cached, str):
-        return Path(cached)
+    cached = cached_weights(preset, cache_dir)
+    if cached is not None:
+        return cached
     where = endpoint or "huggingface.co"
     print(f"Downloading {repo_id}/{WEIGHTS_FILENAME} from {where} (once; cached afterwards)")
     try:
@@ -100,12 +100,31 @@ def download_weights(
             )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
         raise WeightsError(
-            f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} "
-            f"({type(error).__name__}); to use weights you already have, put "
-            f"{WEIGHTS_FILENAME} in a folder and pass --weights-dir FOLDER "
-            f"(or set {WEIGHTS_DIR_ENV}=FOLDER)"
+            f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} ({_why(error)}); "
+            f"to use weights you already have, put {WEIGHTS_FILENAME} in a folder and pass "
+            f"--weights-dir FOLDER (or set {WEIGHTS_DIR_ENV}=FOLDER), or start from random "
+            "weights with --weights random"
         ) from error
     return Path(path)
+
+
+def _why(error: Exception) -> str:
+    """A few words on a failed download, without the library's exception names."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, PermissionError | IsADirectoryError | NotADirectoryError):
+        return f"cannot write the cache: {error.strerror}"
+    return "no connection to the server"
+
+
+def cached_weights(preset: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The weights file of ``preset`` if the Hugging Face cache holds it, else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(HF_REPOS[preset], WEIGHTS_FILENAME, cache_dir=cache_dir)
+    return Path(cached) if isinstance(cached, str) else None
 
 
 @contextmanager

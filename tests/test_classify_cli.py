@@ -25,7 +25,7 @@ from ch06_classification.inference import SpamClassifier
 from tests.run_cli import ROOT, gpt_spam
 from tests.tiny_classifier import MAX_LENGTH, MESSAGES, write_tiny_checkpoint
 
-LINE = re.compile(r"(not spam|spam) +([01]\.\d{3})  (.*)")  # label, probability, message
+LINE = re.compile(r"(ham|spam) +([01]\.\d{3})  (.*)")  # label, probability, message
 LONG_MESSAGE = "Congratulations! " * 200  # far longer than the model's context
 
 
@@ -75,7 +75,11 @@ def test_a_message_is_classified_with_the_latest_run(
     result = gpt_spam("classify", message, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # The user named no run: stderr says which one answered (stdout stays the results).
+    assert result.stderr == (
+        "gpt-spam classify: using the latest run, runs/20260101-000000/ "
+        "(gpt2-small from random weights, last_block trained)\n"
+    )
     [(label, probability, text)] = parse(result.stdout.splitlines())
     assert (label, text) == (classifier.predict(message), message)
     assert probability == pytest.approx(classifier.predict_proba(message)[1], abs=5e-4)
@@ -233,7 +237,7 @@ def test_the_threshold_moves_a_borderline_message(
         return json.loads(out[0])["label"]
 
     assert label_at(probability - 1e-3) == "spam"
-    assert label_at(probability + 1e-3) == "not spam"
+    assert label_at(probability + 1e-3) == "ham"
 
 
 def test_a_message_far_longer_than_the_context_is_cut_with_a_note(
@@ -263,7 +267,7 @@ def test_a_message_is_shortened_to_one_safe_line(
 
     assert status == 0
     [line] = out
-    assert line.endswith("  WIN?[31m cash now x...")  # no escape code, no line break
+    assert line.endswith("  WIN?[31m cash now xxxxx...")  # no escape code, no line break
     assert len(line) == 39  # fits the 40 columns, with the cursor's column to spare
 
 
@@ -316,7 +320,7 @@ def description_not_an_object(folder: Path) -> Path:
 @pytest.mark.parametrize(
     ("make_checkpoint", "expected"),
     [
-        (lambda folder: folder / "nowhere", "no checkpoint at "),
+        (lambda folder: folder / "nowhere", "does not exist"),
         (mismatched_checkpoint, "does not match the model"),
         (description_not_an_object, "has an unreadable description"),
     ],

@@ -40,7 +40,7 @@ def test_batched_and_one_by_one_probabilities_agree(tmp_path: Path, token_positi
 
 def test_one_string_gives_one_answer_and_a_list_gives_a_list(classifier: SpamClassifier) -> None:
     assert classifier.predict_proba(MESSAGES[0]).shape == (2,)
-    assert classifier.predict(MESSAGES[0]) in ("spam", "not spam")
+    assert classifier.predict(MESSAGES[0]) in ("ham", "spam")
     assert classifier.predict([MESSAGES[0]]) == [classifier.predict(MESSAGES[0])]
     assert classifier.predict_proba([]).shape == (0, 2)
     assert classifier.predict([]) == []
@@ -52,8 +52,8 @@ def test_predict_is_predict_proba_at_the_threshold(classifier: SpamClassifier) -
 
     labels = classifier.predict(list(MESSAGES), threshold=threshold)
 
-    assert labels == ["spam" if p >= threshold else "not spam" for p in spam_probabilities]
-    assert set(labels) == {"spam", "not spam"}
+    assert labels == ["spam" if p >= threshold else "ham" for p in spam_probabilities]
+    assert set(labels) == {"ham", "spam"}
     assert labels[int(np.argmin(np.abs(spam_probabilities - threshold)))] == "spam"  # p == t
 
 
@@ -70,7 +70,9 @@ def test_classify_review_agrees_with_the_classifier(classifier: SpamClassifier) 
         for text in MESSAGES
     ]
 
-    assert labels == classifier.predict(list(MESSAGES))
+    # The book's function names ham "not spam"; the classifier uses the data's names.
+    book_names = {"ham": "not spam", "spam": "spam"}
+    assert labels == [book_names[label] for label in classifier.predict(list(MESSAGES))]
 
 
 def test_the_flexible_answer_does_not_depend_on_padding(classifier: SpamClassifier) -> None:
@@ -106,7 +108,7 @@ def test_a_long_message_is_cut_to_max_length(classifier: SpamClassifier) -> None
         atol=1e-6,
     )
     label = classify_review(LONG_MESSAGE, classifier.model, classifier.tokenizer, "cpu")
-    assert label in ("spam", "not spam")  # cut to the model's context: no crash
+    assert label in ("ham", "spam")  # cut to the model's context: no crash
 
 
 def test_a_max_length_beyond_the_context_is_cut_to_the_context(tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ def test_a_run_folder_and_its_checkpoint_file_load_the_same(checkpoint: Path) ->
 
     assert from_folder.info == from_file.info
     assert from_folder.info.max_length == MAX_LENGTH
-    assert from_folder.labels == ("not spam", "spam")
+    assert from_folder.labels == ("ham", "spam")
     np.testing.assert_array_equal(
         from_folder.predict_proba(list(MESSAGES)), from_file.predict_proba(list(MESSAGES))
     )

@@ -58,7 +58,7 @@ def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, ti
     assert evaluation["sets"]["test"]["n"] == 300
     assert evaluation["sets"]["test (unseen)"]["n"] == 264
     # the last lines classify the two sample messages, in order
-    classified = re.findall(r"^(?:spam|not spam) +[01]\.\d{3}  (.{20})", out, re.MULTILINE)
+    classified = re.findall(r"^(?:spam|ham) +[01]\.\d{3}  (.{20})", out, re.MULTILINE)
     assert classified == [message[:20] for message in SAMPLE_MESSAGES]
     assert sorted(p.name for p in (tmp_path / "data").iterdir())[:2] == [
         "SMSSpamCollection.tsv",
@@ -68,11 +68,54 @@ def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, ti
 
 def test_a_failing_step_stops_the_pipeline_and_leaves_no_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    status = main(
-        ["pipeline", "--sms-source", str(tmp_path / "missing.zip"), "--weights", "random"]
-    )
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(b"not the collection")
+    status = main(["pipeline", "--sms-source", str(damaged), "--weights", "random"])
     assert status == 1
     captured = capsys.readouterr()
     assert "=== Step 2/5" not in captured.out
     assert "gpt-spam download: error:" in captured.err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_everything_missing_is_reported_at_once_before_any_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAKELEVEL", "1")  # as under `make pipeline`
+    args = ["--sms-source", "missing.zip", "--weights-dir", "no-weights"]
+    assert main(["pipeline", *args]) == 1
+    captured = capsys.readouterr()
+    assert "=== Step" not in captured.out
+    assert captured.err.splitlines() == [
+        "gpt-spam pipeline: error: 2 things to fix before starting:",
+        "  - --sms-source missing.zip does not exist",
+        "  - weights folder no-weights does not exist (--weights-dir or GPT2_WEIGHTS_DIR)",
+    ]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_pipeline_passes_split_and_train_options_on(tmp_path):
+    from ch06_classification.cli import build_parser
+    from ch06_classification.commands.pipeline import step_arguments
+
+    given = "--dedupe --seed 7 --trainable-layers all --lr 1e-4 --batch-size 4"
+    given += " --weights random --data-dir d --epochs 2"
+    args = build_parser().parse_args(["pipeline", *given.split()])
+    download, split, train, evaluate, classify = step_arguments(args, tmp_path / "run")
+    assert split == ["split", "--data-dir", "d", "--seed", "7", "--dedupe"]
+    assert train[0] == "train" and train[-2:] == ["--run-dir", str(tmp_path / "run")]
+    options = dict(zip(train[1:-2:2], train[2:-2:2], strict=True))
+    assert options == {
+        "--weights": "random",
+        "--data-dir": "d",
+        "--trainable-layers": "all",
+        "--epochs": "2",
+        "--batch-size": "4",
+        "--lr": "0.0001",
+        "--seed": "7",
+    }
+    # Every option the pipeline passes on, `train` itself accepts, meaning the same.
+    parsed = build_parser().parse_args(train)
+    assert (parsed.seed, parsed.lr, parsed.batch_size, parsed.epochs) == (7, 1e-4, 4, 2)
+    assert evaluate == ["evaluate", "--data-dir", "d", "--run-dir", str(tmp_path / "run")]
+    assert classify[:3] == ["classify", "--run-dir", str(tmp_path / "run")]
+    assert download == ["download", "--data-dir", "d", "--weights", "random"]

@@ -200,8 +200,8 @@ def test_confusion_matrix_figure_writes_each_count_in_its_cell():
     assert axis.get_title() == "Test set"
     assert axis.get_xlabel() == "Predicted label"
     assert axis.get_ylabel() == "True label"
-    assert [t.get_text() for t in axis.get_xticklabels()] == ["not spam", "spam"]
-    assert [t.get_text() for t in axis.get_yticklabels()] == ["not spam", "spam"]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["ham", "spam"]
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["ham", "spam"]
 
 
 def test_confusion_matrix_figure_keeps_counts_readable_on_dark_cells():

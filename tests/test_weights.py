@@ -192,6 +192,8 @@ def test_unreachable_hub_is_a_one_line_error(tmp_path, monkeypatch):
     assert "\n" not in message
     assert "openai-community/gpt2/model.safetensors" in message
     assert "--weights-dir" in message and "GPT2_WEIGHTS_DIR" in message
+    assert "--weights random" in message
+    assert "Error" not in message  # no library exception names: they mean nothing to a user
     assert not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob("*model*"))
 
 

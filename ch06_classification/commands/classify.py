@@ -36,7 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ch06_classification.commands.options import add_classifying_options, add_device_option
+from ch06_classification.commands.options import (
+    add_classifying_options,
+    add_device_option,
+    add_run_dir_option,
+)
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -60,7 +64,7 @@ examples:
   gpt-spam classify "You are a winner! Claim your prize now"
   gpt-spam classify --json "Lunch at 1?" "URGENT! Call 09061701461 to claim"
   gpt-spam classify --file inbox.txt --threshold 0.9
-  gpt-spam classify --file data/test.csv --column Text --checkpoint runs/20261125-101500
+  gpt-spam classify --file data/test.csv --column Text --run-dir runs/20261125-101500
   cat inbox.txt | gpt-spam classify -
   gpt-spam classify -- "-50% on everything today"   (a message that starts with -)
 """
@@ -80,7 +84,7 @@ class Message:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "classify",
-        help="label new messages spam or not spam",
+        help="label new messages ham or spam",
         description=DESCRIPTION,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,14 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"the column of the .csv file that holds the messages (default: {DEFAULT_COLUMN})",
     )
-    parser.add_argument(
-        "--checkpoint",
-        "--run-dir",
-        dest="checkpoint",
-        type=Path,
-        metavar="PATH",
-        help="a run folder or its model.safetensors (default: the latest finished run in runs/)",
-    )
+    add_run_dir_option(parser)
     add_classifying_options(parser)
     parser.add_argument(
         "--json",
@@ -130,11 +127,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ch06_classification.checkpoint import read_classifier_info
     from ch06_classification.inference import SpamClassifier
-    from ch06_classification.runs import latest_run_dir
+    from ch06_classification.prerequisites import require, run_problem, tokenizer_problem
+    from ch06_classification.runs import find_run
     from ch06_classification.training import pick_device
 
-    checkpoint = args.checkpoint or latest_run_dir()
-    read_classifier_info(checkpoint)  # a missing or damaged file fails before input is read
+    require(run_problem(args.run_dir), tokenizer_problem())
+    checkpoint = find_run(args.run_dir)
+    info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
+    if args.run_dir is None:  # say which run answers, since the user did not name one
+        print(
+            f"{PROG}: using the latest run, {checkpoint}/ ({describe_run(info)})", file=sys.stderr
+        )
     messages = read_messages(args)
     device = pick_device(args.device)
     classifier = SpamClassifier.from_checkpoint(checkpoint, str(device), args.batch_size)
@@ -152,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
         if cut:
             print(f"{PROG}: note: {cut_note(cut, classifier.max_tokens)}", file=sys.stderr)
     return 1 if refused else 0
+
+
+def describe_run(info) -> str:
+    """E.g. ``gpt2-small from pretrained weights, last_block trained``."""
+    return f"{info.model_preset} from {info.weights} weights, {info.trainable_layers} trained"
 
 
 # --- Reading the messages ---------------------------------------------------------------

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         EXPECTED_ROWS,
         download_sms_spam,
     )
+    from ch06_classification.prerequisites import local_files_problems, require
 
+    require(*local_files_problems(args))
     path = download_sms_spam(args.data_dir, source=args.sms_source)
     # download_sms_spam only ever returns a file it validated, so these are its counts.
     ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]

@@ -38,16 +38,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ch06_classification.checkpoint import read_classifier_info
-    from ch06_classification.evaluation import evaluate_run
-    from ch06_classification.runs import latest_run_dir
+    from ch06_classification.datafiles import SPLIT_FILES
+    from ch06_classification.evaluation import evaluate_run, evaluated_problem
+    from ch06_classification.prerequisites import (
+        require,
+        run_problem,
+        splits_problem,
+        tokenizer_problem,
+    )
+    from ch06_classification.runs import find_run
     from ch06_classification.safe_files import ensure_writable_folder, folder_lock
 
-    run_dir = args.run_dir or latest_run_dir()
-    # Before the work: a missing checkpoint, or a run folder the results cannot be saved in.
-    read_classifier_info(run_dir)
-    ensure_writable_folder(run_dir)
-    with folder_lock(run_dir):  # no training or other evaluation may write there meanwhile
+    require(
+        run_problem(args.run_dir),
+        splits_problem(args.data_dir, tuple(SPLIT_FILES)),
+        tokenizer_problem(),
+    )
+    run_dir = find_run(args.run_dir)
+    require(evaluated_problem(run_dir, args.data_dir, args.threshold, args.overwrite))
+    folder = run_dir.parent if run_dir.is_file() else run_dir  # --run-dir may name the file
+    ensure_writable_folder(folder)  # before the work, not after it
+    with folder_lock(folder):  # no training or other evaluation may write there meanwhile
         print(f"Evaluating {run_dir}/")
         evaluate_run(
             run_dir,

@@ -1,9 +1,15 @@
-"""Command-line options that several steps share, defined once."""
+"""Command-line options that several steps share, defined once.
+
+Each ``add_*`` function declares a group of options on a parser; a step's parser and
+``pipeline``'s call the same function, so an option means the same everywhere, and
+:func:`option_arguments` turns the values back into the step's command line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -69,13 +75,168 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_run_dir_option(parser: argparse.ArgumentParser) -> None:
+def add_run_dir_option(parser: argparse.ArgumentParser, *, reading: bool = True) -> None:
+    """``--run-dir`` (alias ``--checkpoint``): the run folder a step reads, or ``train`` writes.
+
+    The same option in every step: a folder under ``runs/`` holding ``model.safetensors``
+    (its path may be given instead of the folder's).
+    """
+    if reading:
+        help_text = (
+            "the training run to use: its folder, or its model.safetensors "
+            "(default: the latest finished run in runs/)"
+        )
+    else:
+        help_text = "the run folder to create (default: a new runs/<timestamp>/ folder)"
+    flags = ["--run-dir", "--checkpoint"] if reading else ["--run-dir"]
+    parser.add_argument(*flags, dest="run_dir", type=Path, metavar="DIR", help=help_text)
+
+
+def add_seed_option(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the random seed of the split and of training, the book's 123 for both."""
     parser.add_argument(
-        "--run-dir",
-        type=Path,
-        metavar="DIR",
-        help="the training run to use (default: the latest finished one in runs/)",
+        "--seed",
+        type=int,
+        default=123,
+        help="random seed: which ham messages are kept and how rows are shuffled (split), "
+        "the new head and the batch order (train) (default: %(default)s, the book's)",
     )
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    """``--dedupe``: how ``split`` balances and splits the collection (besides ``--seed``)."""
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help=(
+            "drop repeated messages (keeping the first) before balancing, so that no text "
+            "is in two splits (default: off, as in the book)"
+        ),
+    )
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """What ``train`` fine-tunes and how: the knobs of ``TrainingSettings`` besides the
+    model, data, seed and device options, which more steps share."""
+    from ch06_classification.classifier import TOKEN_POSITIONS, TRAINABLE_LAYERS
+    from ch06_classification.finetune import TrainingSettings
+
+    defaults = TrainingSettings()
+    parser.add_argument(
+        "--trainable-layers",
+        choices=TRAINABLE_LAYERS,
+        default=defaults.trainable_layers,
+        help="what is fine-tuned; everything else stays frozen (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-position",
+        choices=TOKEN_POSITIONS,
+        default=defaults.token_position,
+        help=(
+            "which token's output is classified: the last real token (flexible), the last "
+            "position of the padded row (last, the book's), or the first (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--context-length",
+        type=context_length,
+        default=defaults.context_length,
+        metavar="{longest,model,N}",
+        help=(
+            "cut messages to the longest training message, the model's full context "
+            "(1,024 tokens), or N tokens (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=defaults.epochs,
+        help="passes over the training split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="training messages per optimizer step (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=defaults.lr,
+        help="AdamW learning rate, above 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=defaults.weight_decay,
+        help="AdamW weight decay, 0 or more (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drop-rate",
+        type=dropout_rate,
+        default=defaults.drop_rate,
+        help="dropout probability in the model, from 0 to below 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-freq",
+        type=positive_int,
+        default=defaults.eval_freq,
+        help="evaluate the loss every N steps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-iter",
+        type=positive_int,
+        default=defaults.eval_iter,
+        help="batches per periodic evaluation and per-epoch accuracy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=defaults.precision,
+        help="bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fast-path",
+        choices=["auto", "on", "off"],
+        default=defaults.fast_path,
+        help=(
+            "cache the frozen blocks and compute only the classified token (on), train the "
+            "book's straightforward way (off), or use the fast path where it is exact (auto, "
+            "the default)"
+        ),
+    )
+
+
+def option_arguments(
+    add_options: Callable[[argparse.ArgumentParser], None], args: argparse.Namespace
+) -> list[str]:
+    """The command-line arguments that give a step the values ``args`` holds for the
+    options that ``add_options`` declares; options left at their default are left out."""
+    declared = argparse.ArgumentParser(add_help=False)
+    add_options(declared)
+    arguments: list[str] = []
+    for action in declared._actions:  # argparse keeps its declared options here
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(value, bool):  # a switch such as --dedupe
+            arguments.append(flag)
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def context_length(value: str) -> str | int:
+    """An argparse type: ``longest``, ``model`` or a number of tokens (at least 1)."""
+    if value in ("longest", "model"):
+        return value
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"use 'longest', 'model' or a number of tokens of at least 1, not {value!r}"
+        ) from None
 
 
 def add_classifying_options(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +251,7 @@ def add_classifying_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=positive_int,
         default=32,
-        help="messages per batch (default: %(default)s)",
+        help="messages classified per batch (default: %(default)s)",
     )
 
 

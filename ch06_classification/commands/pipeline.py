@@ -1,20 +1,26 @@
 """``gpt-spam pipeline``: every step of the chapter in order, with one set of options.
 
 It runs the same steps a learner runs one by one (download, split, train, evaluate,
-classify) by calling them with the options below, so its output is theirs.
+classify) by calling them with the options below, so its output is theirs. Its options
+are the steps' own, declared by the same functions, and each is passed on to the steps
+that take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
+from ch06_classification.commands import split, train
 from ch06_classification.commands.options import (
     add_data_dir_option,
     add_device_option,
     add_model_options,
+    add_run_dir_option,
     add_sms_source_option,
-    positive_int,
+    add_split_options,
+    option_arguments,
 )
 
 # The book's two examples of section 6.8.
@@ -31,60 +37,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run the whole chapter: download the data and weights, split, fine-tune, "
             "evaluate, and classify two sample messages. Offline, without the 500 MB "
-            "download: --sms-source PATH --weights random."
+            "download: --sms-source PATH --weights random. The options of split and train "
+            "are passed on to them."
         ),
     )
-    add_data_dir_option(parser)
-    add_model_options(parser)
     add_sms_source_option(parser)
+    add_split_options(parser)
+    train.add_arguments(parser)  # model, data, training, seed and device options
+    add_run_dir_option(parser, reading=False)
     parser.add_argument(
         "--runs-dir",
         type=Path,
         default=Path("runs"),
         metavar="DIR",
-        help="where the new run folder is made (default: %(default)s)",
+        help="where the new run folder is made, unless --run-dir names it (default: %(default)s)",
     )
-    parser.add_argument("--epochs", type=positive_int, default=5, help="(default: %(default)s)")
-    parser.add_argument(
-        "--precision", choices=["fp32", "bf16"], default="fp32", help="(default: %(default)s)"
-    )
-    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
 def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     """The command line of each step, in order."""
-    data = ["--data-dir", str(args.data_dir)]
-    model = ["--model", args.model, "--weights", args.weights]
-    if args.weights_dir:
-        model += ["--weights-dir", str(args.weights_dir)]
-    source = ["--sms-source", str(args.sms_source)] if args.sms_source else []
-    device = ["--device", args.device]
-    training = ["--epochs", str(args.epochs), "--precision", args.precision]
+    data = option_arguments(add_data_dir_option, args)
+    model = option_arguments(add_model_options, args)
+    device = option_arguments(add_device_option, args)
     to_run = ["--run-dir", str(run_dir)]
     return [
-        ["download", *data, *model, *source],
-        ["split", *data],
-        ["train", *data, *model, *device, *training, *to_run],
+        ["download", *data, *model, *option_arguments(add_sms_source_option, args)],
+        ["split", *option_arguments(split.add_arguments, args)],
+        ["train", *option_arguments(train.add_arguments, args), *to_run],
         ["evaluate", *data, *device, *to_run],
-        ["classify", *device, "--checkpoint", str(run_dir), *SAMPLE_MESSAGES],
+        ["classify", *device, *to_run, *SAMPLE_MESSAGES],
     ]
 
 
 def run(args: argparse.Namespace) -> int:
     from ch06_classification.cli import main
+    from ch06_classification.prerequisites import local_files_problems, require, tokenizer_problem
     from ch06_classification.runs import new_run_dir
 
-    run_dir = new_run_dir(args.runs_dir)
+    # What the steps will find missing, found now: the download step fetches the rest.
+    require(*local_files_problems(args), tokenizer_problem())
+    run_dir = args.run_dir or new_run_dir(args.runs_dir)
     steps = step_arguments(args, run_dir)
     try:
         for number, argv in enumerate(steps, start=1):
-            print(f"\n=== Step {number}/{len(steps)}: gpt-spam {' '.join(argv)}\n", flush=True)
+            print(f"\n=== Step {number}/{len(steps)}: gpt-spam {shlex.join(argv)}\n", flush=True)
             status = main(argv)
             if status:
                 return status
     finally:
-        if not any(run_dir.iterdir()):  # a step failed before training saved anything
+        if run_dir.is_dir() and not any(run_dir.iterdir()):  # no step saved anything
             run_dir.rmdir()
     print(f"\nDone. Everything this run made is in {run_dir}/")
     return 0

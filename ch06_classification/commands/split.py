@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ch06_classification.commands.options import add_data_dir_option
+from ch06_classification.commands.options import (
+    add_data_dir_option,
+    add_seed_option,
+    add_split_options,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,29 +22,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "in the whole collection) and split_report.json to the data folder."
         ),
     )
-    add_data_dir_option(parser)
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=123,
-        help="random seed for sampling ham and shuffling (default: %(default)s, the book's)",
-    )
-    parser.add_argument(
-        "--dedupe",
-        action="store_true",
-        help=(
-            "drop repeated messages (keeping the first) before balancing, so that no text "
-            "is in two splits (default: off, as in the book)"
-        ),
-    )
+    add_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``split``, which ``pipeline`` accepts and passes on too."""
+    add_data_dir_option(parser)
+    add_seed_option(parser)
+    add_split_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `gpt-spam --help` does not load pandas.
     from ch06_classification.datafiles import SPLIT_FILES, SPLIT_REPORT
     from ch06_classification.download import load_sms_spam
+    from ch06_classification.prerequisites import dataset_problem, require
     from ch06_classification.splits import write_splits
+
+    require(dataset_problem(args.data_dir))
 
     report = write_splits(load_sms_spam(args.data_dir), args.data_dir, args.seed, args.dedupe)
     print(format_report(report))
