@@ -137,9 +137,10 @@ def test_a_failed_training_leaves_no_empty_run_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    missing = tmp_path / "no-data"
-    assert main(["train", "--data-dir", str(missing), "--weights", "random"]) == 1
-    assert "train.csv does not exist" in capsys.readouterr().err
+    data = synthetic_data(tmp_path / "data")
+    (data / "train.csv").write_text("Label,Text\n0,only ham\n")  # found once training starts
+    assert main(["train", "--data-dir", str(data), "--weights", "random"]) == 1
+    assert "train.csv: no spam message" in capsys.readouterr().err
     assert list((tmp_path / "runs").iterdir()) == []
 
 

@@ -60,7 +60,8 @@ def test_train_refuses_bad_data_before_building_the_model(
     (data / f"{split}.csv").write_bytes(b"Label,Text\n0,fine\n1,\xff\xfe\n")
     monkeypatch.setattr(finetune, "build_classifier", _must_not_run)
 
-    assert main(["train", "--data-dir", str(data), "--run-dir", str(tmp_path / "run")]) == 1
+    args = ["--data-dir", str(data), "--run-dir", str(tmp_path / "run"), "--weights", "random"]
+    assert main(["train", *args]) == 1
 
     error = capsys.readouterr().err
     assert (
