@@ -130,15 +130,15 @@ def download_and_unzip_spam_data(
     ``url`` fails, and ``source`` or ``$SMS_SPAM_SOURCE`` (a local zip or TSV) replaces
     the network.
     """
-    data_file_path = Path(data_file_path)
-    Path(extracted_path).mkdir(parents=True, exist_ok=True)
-    data_file_path.parent.mkdir(parents=True, exist_ok=True)
+    data_file_path, zip_path = Path(data_file_path), Path(zip_path)
+    for folder in (Path(extracted_path), data_file_path.parent, zip_path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
     if _reuse_existing(data_file_path):
         return
     source = source or os.environ.get(SOURCE_ENV_VAR) or None
     if source is None:
         urls = [url, *(mirror for mirror in MIRROR_URLS if mirror != url)]
-        _install_from_urls(urls, data_file_path, keep_archive=Path(zip_path))
+        _install_from_urls(urls, data_file_path, keep_archive=zip_path)
         print(f"File downloaded and saved as {data_file_path}")
     else:
         _install_from_local_file(Path(source).expanduser(), data_file_path)

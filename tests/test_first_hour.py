@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,30 @@ def test_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("gpt-spam ")
+
+
+def make_plan(target: str, tmp_path: Path) -> list[str]:
+    """The commands ``make TARGET`` would run for a fresh clone (``make -n``: none is run)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"  # not there yet, as in a fresh clone
+    result = subprocess.run(
+        ["make", "-n", "-s", "-C", str(ROOT), target, f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+    return result.stdout.splitlines()
+
+
+def test_make_pipeline_installs_only_what_the_commands_need(tmp_path):
+    plan = make_plan("pipeline", tmp_path)
+    installs = [line for line in plan if "pip install" in line]
+    assert installs == [f"{tmp_path / 'venv'}/bin/python -m pip install --quiet -e ."]
+    assert plan[-1].strip().endswith("/bin/gpt-spam pipeline")
+
+
+def test_make_test_adds_the_test_tools(tmp_path):
+    installs = [line for line in make_plan("test", tmp_path) if "pip install" in line]
+    assert any(line.endswith('-e ".[dev]"') for line in installs)

@@ -158,3 +158,32 @@ def test_notebook_runs_in_ci_mode(path: Path, tmp_path: Path):
     for folder, files in zip(watched, before, strict=True):
         added = sorted(str(p.relative_to(ROOT)) for p in snapshot(folder) - files)
         assert not added, f"{path.name} wrote into the repository in CI mode: {added}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+def test_no_path_outside_the_repository(path: Path):
+    """The dataset comes through SMS_SPAM_SOURCE, as for the commands: no ../shared."""
+    for index, cell in enumerate(code_cells(path)):
+        assert "shared" not in cell.source, f"{path.name}, cell {index}"
+        assert "ROOT.parent" not in cell.source, f"{path.name}, cell {index}"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("real", ("pretrained", 5, {})),
+        ("offline", ("random", 5, {})),  # full size, nothing to download
+        ("ci", ("random", 1, {"emb_dim": 64, "n_layers": 2, "n_heads": 4})),
+    ],
+)
+def test_the_parameters_of_each_mode(mode: str, expected: tuple, monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT_SPAM_NOTEBOOK_MODE", mode)
+    monkeypatch.setenv("SMS_SPAM_SOURCE", "sms_spam_collection.zip")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # CI mode makes its work folder there
+    monkeypatch.chdir(NOTEBOOKS_DIR)
+    for path in NOTEBOOKS:
+        values: dict = {}
+        exec(code_cells(path)[0].source, values)  # the parameters cell alone
+        got = (values["WEIGHTS"], values["EPOCHS"], values["CONFIG_OVERRIDES"])
+        assert (values["MODEL"], *got) == ("gpt2-small", *expected), path.name
+        assert values["SMS_SOURCE"] == "sms_spam_collection.zip"
