@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ch06_classification.datafiles import CLASS_NAMES
-from gpt.config import get_config
+from gpt.config import GPTConfig, get_config
 from gpt.model import GPTModel, count_parameters
 from gpt.weights import load_pretrained_gpt
 
@@ -32,6 +32,10 @@ DISPLAY_NAMES = {"ham": "not spam", "spam": "spam"}
 #   first     the first token (the book's exercise): under the causal mask it has seen only
 #             itself, so it cannot know what the message says.
 TOKEN_POSITIONS = ("flexible", "last", "first")
+
+# How `--weights random` draws the starting weights: GPT-2's initialisation, a far better
+# start than PyTorch's defaults (see gpt/model.py). Lean checkpoints record it.
+RANDOM_INIT = "gpt2"
 
 # What is fine-tuned (the book's bonus experiments); everything else stays frozen.
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all")
@@ -62,6 +66,15 @@ def trainable_modules(model: GPTModel, trainable_layers: str) -> list[nn.Module]
     if trainable_layers not in choices:
         raise ValueError(f"trainable_layers must be one of {TRAINABLE_LAYERS}")
     return choices[trainable_layers]
+
+
+def trained_parameter_names(model: GPTModel, trainable_layers: str) -> set[str]:
+    """The names (as in ``state_dict``) of the parameters fine-tuning changes: what a
+    lean checkpoint stores. The rest is the base, rebuilt when the checkpoint is loaded."""
+    trained = {
+        id(p) for module in trainable_modules(model, trainable_layers) for p in module.parameters()
+    }
+    return {name for name, p in model.named_parameters() if id(p) in trained}
 
 
 def freeze_for_classification(model: GPTModel, trainable_layers: str = "last_block") -> GPTModel:
@@ -138,14 +151,19 @@ def build_classifier(
     if weights == "pretrained":
         model = load_pretrained_gpt(model_preset, weights_dir, **config_overrides)
     elif weights == "random":
-        cfg = get_config(model_preset, **config_overrides)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = GPTModel(cfg, init="gpt2")  # GPT-2's initialisation: see gpt/model.py
+        model = random_gpt(get_config(model_preset, **config_overrides), seed)
     else:
         raise ValueError(f"weights must be 'pretrained' or 'random', not {weights!r}")
     add_classification_head(model, num_classes=len(labels), seed=seed)
     return freeze_for_classification(model, trainable_layers)
+
+
+def random_gpt(cfg: GPTConfig, seed: int, init: str = RANDOM_INIT) -> GPTModel:
+    """A ``GPTModel`` with random weights drawn from ``seed`` by the ``init`` scheme (the
+    same ones every time), leaving the caller's random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPTModel(cfg, init=init)
 
 
 def describe_trainable(model: nn.Module) -> str:

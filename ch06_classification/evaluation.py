@@ -75,11 +75,13 @@ def evaluate_run(
     log: Callable[[str], None] = print,
     overwrite: bool = False,
     progress: bool = True,
+    weights_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
     Returns the report saved as ``evaluation-<data>-t<threshold>.json``; prints the metrics
     table through ``log``, and a progress bar per set on stderr unless ``progress=False``.
+    ``weights_dir`` is where the run's base weights are, if not where training found them.
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
@@ -87,7 +89,9 @@ def evaluate_run(
     problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)
     if problem:
         raise UserFacingError(problem)
-    classifier = SpamClassifier.from_checkpoint(checkpoint, device, batch_size)
+    classifier = SpamClassifier.from_pretrained(
+        checkpoint, device, batch_size, weights_dir=weights_dir
+    )
     frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
     split_fingerprints = set(text_fingerprints(frames["train"]["Text"]))
     trained_on = read_training_texts(run_dir)

@@ -15,12 +15,14 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ch06_classification.base_weights import BaseWeights, describe_pretrained, describe_random
 from ch06_classification.checkpoint import ClassifierInfo
 from ch06_classification.classifier import (
     GPTClassifier,
     build_classifier,
     describe_trainable,
     first_trainable_block,
+    trained_parameter_names,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
 from ch06_classification.fast_path import fast_path_unavailable_reason, prepare_fast_path
@@ -36,6 +38,7 @@ from ch06_classification.training import (
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel
 from gpt.tokenizer import get_tokenizer
+from gpt.weights import find_weights
 
 # Past this, caching the frozen blocks' output (the `last` token over 1,024 padded
 # positions, say) would cost more memory than recomputing it costs time.
@@ -64,6 +67,8 @@ class TrainingSettings:
     precision: str = "fp32"  # or "bf16"
     fast_path: str = "auto"  # "on", "off" (the book's straightforward way), or "auto"
     data_dir: str = "data"
+    # Store every tensor instead of only the trained ones plus a record of the base weights.
+    full_checkpoint: bool = False
     # Changes to the model's shape, e.g. a tiny random model for tests and CI.
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -149,6 +154,7 @@ def fine_tune(
         **settings.config_overrides,
     )
     log(describe_trainable(model))
+    base = describe_base(settings, model)
 
     path, description = choose_path(settings, model)
     # The book pads every message to the same length; that is also what makes its `last`
@@ -250,6 +256,11 @@ def fine_tune(
         model_preset=settings.model,
         weights=settings.weights,
         trainable_layers=settings.trainable_layers,
+        # Training every layer leaves no base to share: such a checkpoint is full anyway.
+        stored="full"
+        if settings.full_checkpoint or settings.trainable_layers == "all"
+        else "trained",
+        base=base,
         extra={"settings": settings.to_dict()},
     )
     return TrainingResult(
@@ -270,6 +281,16 @@ def fine_tune(
 def in_order(loader: DataLoader) -> DataLoader:
     """A loader over the same examples as ``loader``, each once, in order, none dropped."""
     return DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
+
+
+def describe_base(settings: TrainingSettings, model: GPTModel) -> BaseWeights:
+    """The record of the weights training starts from, taken before it changes any."""
+    if settings.weights == "pretrained":
+        return describe_pretrained(
+            settings.model, find_weights(settings.model, settings.weights_dir)
+        )
+    trained = trained_parameter_names(model, settings.trainable_layers)
+    return describe_random(settings.model, settings.seed, model, trained)
 
 
 def _cache_bytes(loaders: DataLoaders, settings: TrainingSettings, model: GPTModel) -> int:

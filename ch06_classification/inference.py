@@ -1,22 +1,29 @@
 """Using the fine-tuned model on new messages (section 6.8), one at a time or by the thousand.
 
 ``classify_review`` is the book's function. ``SpamClassifier`` is what an application
-would use: load a checkpoint once, then ``predict`` / ``predict_proba`` on a string or a
-list of strings. Many messages are classified in batches of similar length, so that
-little is spent on padding, with gradients off.
+would use: load a checkpoint once (``from_pretrained``), then ``predict`` / ``predict_proba``
+(scikit-learn's names and shapes) or call it like a Hugging Face pipeline. Many messages
+are classified in batches of similar length, so that little is spent on padding, with
+gradients off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tiktoken
 import torch
 from tqdm import tqdm
 
-from ch06_classification.checkpoint import ClassifierInfo, load_classifier
+from ch06_classification.checkpoint import (
+    ClassifierInfo,
+    load_classifier,
+    save_checkpoint_folder,
+)
 from ch06_classification.classifier import DISPLAY_NAMES, LABELS, classified_positions
 from ch06_classification.dataset import encode_message
 from ch06_classification.fast_path import logits_at
@@ -75,11 +82,15 @@ def classify_review(
 
 
 class SpamClassifier:
-    """A trained classifier with a scikit-learn-like face.
+    """A trained classifier with the faces scikit-learn and Hugging Face users expect.
 
-    >>> classifier = SpamClassifier.from_checkpoint("runs/20261125-101500")  # doctest: +SKIP
-    >>> classifier.predict("You are a winner! Claim your prize now")          # doctest: +SKIP
-    'spam'
+    >>> classifier = SpamClassifier.from_pretrained("runs/20261125-101500")  # doctest: +SKIP
+    >>> classifier.predict(["You are a winner! Claim now", "Lunch at 1?"])  # doctest: +SKIP
+    array(['spam', 'ham'], dtype='<U4')
+    >>> classifier("Lunch at 1?")  # doctest: +SKIP
+    [{'label': 'ham', 'score': 0.98...}]
+
+    ``classes_`` are the labels in column order of ``predict_proba``, as in scikit-learn.
     """
 
     def __init__(
@@ -98,17 +109,44 @@ class SpamClassifier:
         self.tokenizer = get_tokenizer()
 
     @classmethod
-    def from_checkpoint(
-        cls, path: str | Path, device: str = "auto", batch_size: int = 32, precision: str = "fp32"
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        batch_size: int = 32,
+        precision: str = "fp32",
+        weights_dir: str | Path | None = None,
     ) -> SpamClassifier:
-        """Load a checkpoint file (or a run folder holding ``model.safetensors``)."""
+        """Load a folder written by ``save_pretrained`` or by training (a run folder), or its
+        ``model.safetensors``. A lean checkpoint's base weights are found as training found
+        them: ``weights_dir`` (or ``GPT2_WEIGHTS_DIR``) first."""
         target = pick_device(device)
-        model, info = load_classifier(path, device=target)
+        model, info = load_classifier(path, device=target, weights_dir=weights_dir)
         return cls(model, info, target, batch_size, precision)
+
+    from_checkpoint = from_pretrained  # the name this project used first
+
+    def save_pretrained(self, folder: str | Path, full: bool = False) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (with ``id2label`` / ``label2id``)
+        into ``folder``, for ``from_pretrained``.
+
+        Lean like a run folder (the trained tensors plus a record of the base weights) when
+        the model was fine-tuned from a recorded base; ``full=True`` stores every tensor, for
+        a machine without the base weights.
+        """
+        stored = "trained" if not full and self.info.base is not None else "full"
+        if self.info.trainable_layers == "all":
+            stored = "full"  # nothing of the base is left to share
+        return save_checkpoint_folder(self.model, replace(self.info, stored=stored), folder)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.info.labels
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The class labels, in the column order of ``predict_proba`` (scikit-learn's name)."""
+        return np.array(self.labels)
 
     def encode(self, text: str) -> list[int]:
         """The token ids the model reads for ``text`` (raises ``EmptyMessageError``)."""
@@ -122,22 +160,32 @@ class SpamClassifier:
         return min(self.info.max_length, self.model.cfg.context_length)
 
     def predict_proba(self, texts: str | Sequence[str], progress: bool = False) -> np.ndarray:
-        """Class probabilities: shape [2] for one message, [n, 2] for a list; each row sums
-        to 1, and column 1 is the spam probability."""
-        single = isinstance(texts, str)
-        encoded = [self.encode(text) for text in ([texts] if single else texts)]
-        probabilities = self.predict_proba_encoded(encoded, progress)
-        return probabilities[0] if single else probabilities
+        """Class probabilities, shape [n_messages, 2] (also for one message, as in
+        scikit-learn); each row sums to 1, and column 1 is the spam probability."""
+        encoded = [self.encode(text) for text in ([texts] if isinstance(texts, str) else texts)]
+        return self.predict_proba_encoded(encoded, progress)
 
-    def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | list[str]:
-        """ "ham" or "spam" per message: spam when its spam probability >= ``threshold``."""
-        probabilities = np.atleast_2d(self.predict_proba(texts))
-        labels = self.labels_at(probabilities[:, 1], threshold)
-        return labels[0] if isinstance(texts, str) else labels
+    def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | np.ndarray:
+        """ "ham" or "spam" per message: spam when its spam probability >= ``threshold``.
+
+        A label for one string; an array of labels for a list, as in scikit-learn.
+        """
+        labels = self.labels_at(self.predict_proba(texts)[:, 1], threshold)
+        return labels[0] if isinstance(texts, str) else np.array(labels, dtype=self.classes_.dtype)
 
     def labels_at(self, spam_probabilities: Sequence[float], threshold: float) -> list[str]:
         """The decision rule: spam when the spam probability is at least ``threshold``."""
         return [self.labels[int(p >= threshold)] for p in spam_probabilities]
+
+    def __call__(self, texts: str | Sequence[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+        """Like a Hugging Face text-classification pipeline: one ``{"label", "score"}`` per
+        message, the score being the probability of that label."""
+        probabilities = self.predict_proba(texts)
+        labels = self.labels_at(probabilities[:, 1], threshold)
+        return [
+            {"label": label, "score": float(row[self.labels.index(label)])}
+            for label, row in zip(labels, probabilities, strict=True)
+        ]
 
     @torch.inference_mode()
     def predict_proba_encoded(

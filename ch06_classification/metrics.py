@@ -12,17 +12,23 @@ so a model that never says "spam" is already 87 % accurate. Besides accuracy we 
 * false positive rate: of the real messages, how many were wrongly flagged;
 * ROC AUC and average precision, which judge the *ranking* of the probabilities over all
   thresholds at once, so they do not depend on the 0.5 cut-off.
+
+The counting at one threshold and the table are ours; the curves over all thresholds and
+the areas under them are scikit-learn's (``sklearn.metrics``).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import sklearn.metrics
 from numpy.typing import ArrayLike
+from sklearn.exceptions import UndefinedMetricWarning
 
 # --- Input checks -----------------------------------------------------------------------
 
@@ -84,106 +90,86 @@ def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
     return counts.reshape(2, 2)
 
 
-# --- Curves over all thresholds ---------------------------------------------------------
+# --- Curves over all thresholds: scikit-learn's ------------------------------------------
+#
+# The curves and the areas under them come from ``sklearn.metrics``, which readers know and
+# which handles ties correctly (messages with equal scores are on the same side of every
+# threshold). What is added here: the inputs are checked as everywhere in this module, and a
+# value that is undefined because a class is absent is NaN, quietly, instead of a warning
+# next to a number (sklearn's 0.0 average precision without spam would read as measured).
 
 
-def _counts_per_threshold(
-    y_true: ArrayLike, scores: ArrayLike
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
-    """True and false positives when flagging ``scores >= t``, for each distinct score ``t``.
-
-    Returns ``(tp, fp, thresholds, n_spam, n_ham)`` with the thresholds in decreasing
-    order, so the counts grow from left to right. Messages with equal scores always land
-    on the same side of a threshold, which is how ties are handled correctly.
-    """
+def _checked(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     labels = _as_labels(y_true)
-    values = _as_scores(scores, labels.size)
-    order = np.argsort(-values)
-    sorted_scores, sorted_labels = values[order], labels[order]
-    # Cumulative counts after each message; keep only the last message of each run of
-    # equal scores, because a threshold cannot separate messages with the same score.
-    tp_after_each = np.cumsum(sorted_labels)
-    fp_after_each = np.cumsum(1 - sorted_labels)
-    last_of_run = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
-    tp = tp_after_each[last_of_run]
-    fp = fp_after_each[last_of_run]
-    n_spam = int(labels.sum())
-    return tp, fp, sorted_scores[last_of_run], n_spam, labels.size - n_spam
+    return labels, _as_scores(scores, labels.size)
 
 
-def _rate(counts: np.ndarray, total: int) -> np.ndarray:
-    """``counts / total`` as floats, all NaN when ``total`` is 0 (the rate is undefined)."""
-    if total == 0:
-        return np.full(counts.shape, np.nan)
-    return counts / total
+def _both_classes(labels: np.ndarray) -> bool:
+    return 0 < labels.sum() < labels.size
 
 
 def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The receiver operating characteristic: ``(fpr, tpr, thresholds)``.
+    """The receiver operating characteristic: ``(fpr, tpr, thresholds)``, as
+    ``sklearn.metrics.roc_curve`` with every threshold kept.
 
     Point ``i`` is the false and true positive rate when flagging ``scores >= thresholds[i]``.
     The thresholds are the distinct scores in decreasing order, preceded by ``+inf`` so the
     curve starts at (0, 0), where nothing is flagged; it ends at (1, 1), where everything is.
-    A rate whose class is absent from ``y_true`` is undefined and returned as NaN.
+    A rate whose class is absent from ``y_true`` is undefined: NaN.
     """
-    tp, fp, thresholds, n_spam, n_ham = _counts_per_threshold(y_true, scores)
-    fpr = _rate(np.r_[0, fp], n_ham)
-    tpr = _rate(np.r_[0, tp], n_spam)
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    labels, values = _checked(y_true, scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # it returns NaN for them
+        fpr, tpr, thresholds = sklearn.metrics.roc_curve(labels, values, drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve: the chance that a random spam message scores higher than a
-    random real message, counting ties as half (the Mann–Whitney U statistic).
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``): the chance that a random
+    spam message scores higher than a random real message, counting ties as half.
 
-    1.0 is a perfect ranking, 0.5 is chance, 0.0 is perfectly reversed. This equals the
-    trapezoidal area under :func:`roc_curve`. With only one class present there are no
-    (spam, ham) pairs to compare, so the AUC is undefined and NaN is returned.
+    1.0 is a perfect ranking, 0.5 is chance, 0.0 is perfectly reversed. With only one class
+    present there are no (spam, ham) pairs to compare: NaN.
     """
-    labels = _as_labels(y_true)
-    values = _as_scores(scores, labels.size)
-    n_spam = int(labels.sum())
-    n_ham = labels.size - n_spam
-    if n_spam == 0 or n_ham == 0:
+    labels, values = _checked(y_true, scores)
+    if not _both_classes(labels):
         return math.nan
-    # Rank all scores from 1 (lowest) to n; tied scores share the average of their ranks.
-    _, run_of, run_length = np.unique(values, return_inverse=True, return_counts=True)
-    last_rank_of_run = np.cumsum(run_length)
-    average_rank_of_run = last_rank_of_run - (run_length - 1) / 2
-    ranks = average_rank_of_run[run_of]
-    # The spam ranks sum to n_spam * (n_spam + 1) / 2 from spam outranking spam, plus one
-    # for every real message a spam message beats (a half for every tie): that is U.
-    u_statistic = ranks[labels == 1].sum() - n_spam * (n_spam + 1) / 2
-    return float(u_statistic / (n_spam * n_ham))
+    return float(sklearn.metrics.roc_auc_score(labels, values))
 
 
 def precision_recall_curve(
     y_true: ArrayLike, scores: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall when flagging ``scores >= t``: ``(precision, recall, thresholds)``.
+    """``(precision, recall, thresholds)`` when flagging ``scores >= thresholds[i]``, as
+    ``sklearn.metrics.precision_recall_curve`` gives them.
 
-    The thresholds are the distinct scores in decreasing order, so recall rises from left to
-    right. Every threshold flags at least one message, so precision is always defined;
-    recall is NaN everywhere when ``y_true`` holds no spam.
+    The thresholds are the distinct scores in *increasing* order, so recall falls from left
+    to right; the last point, (precision 1, recall 0), has no threshold (nothing flagged).
+    Recall is NaN everywhere when ``y_true`` holds no spam (sklearn would say 1).
     """
-    tp, fp, thresholds, n_spam, _ = _counts_per_threshold(y_true, scores)
-    precision = tp / (tp + fp)
-    recall = _rate(tp, n_spam)
+    labels, values = _checked(y_true, scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "No positive class found": handled below
+        precision, recall, thresholds = sklearn.metrics.precision_recall_curve(
+            labels, values, drop_intermediate=False
+        )
+    if labels.sum() == 0:
+        recall = np.full(recall.shape, np.nan)
     return precision, recall, thresholds
 
 
 def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
-    """Precision averaged over recall: ``sum_k (R_k - R_{k-1}) * P_k`` with ``R_0 = 0``.
+    """Precision averaged over recall (``sklearn.metrics.average_precision_score``):
+    ``sum_n (R_n - R_{n-1}) * P_n`` over the thresholds.
 
     A step-wise area under the precision–recall curve (no interpolation, which would be
     optimistic). 1.0 means every spam message scores above every real one. Undefined (NaN)
     when there is no spam in ``y_true``.
     """
-    precision, recall, _ = precision_recall_curve(y_true, scores)
-    if np.isnan(recall).any():
+    labels, values = _checked(y_true, scores)
+    if labels.sum() == 0:
         return math.nan
-    recall_gained = np.diff(recall, prepend=0.0)
-    return float(np.sum(recall_gained * precision))
+    return float(sklearn.metrics.average_precision_score(labels, values))
 
 
 # --- Everything for one evaluated set ---------------------------------------------------

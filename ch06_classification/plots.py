@@ -133,14 +133,10 @@ def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figu
 
         precision, recall, _ = precision_recall_curve(y_true, scores)
         ap = average_precision(y_true, scores)
-        # Drawn as steps from recall 0, so the area under the line is exactly the average
-        # precision: each gain in recall is weighted by the precision reached with it.
-        pr_axis.plot(
-            np.r_[0.0, recall],
-            np.r_[precision[0], precision],
-            drawstyle="steps-pre",
-            label=_legend_label(name, "AP", ap),
-        )
+        # Drawn as steps (as scikit-learn's PrecisionRecallDisplay does), so the area under
+        # the line is exactly the average precision: each gain in recall is weighted by the
+        # precision reached with it.
+        pr_axis.plot(recall, precision, drawstyle="steps-post", label=_legend_label(name, "AP", ap))
 
     roc_axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="chance (AUC = 0.5)")
     roc_axis.set(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME, save_classifier
+from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.safe_files import (
     atomic_output,
     ensure_writable_folder,
@@ -95,14 +95,18 @@ def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
                 run_dir.rmdir()
 
 
-def checkpoint_bytes(cfg: GPTConfig) -> int:
-    """About how large the checkpoint of a classifier with this configuration will be."""
-    from ch06_classification.classifier import add_classification_head
+def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
+    """About how large a classifier's checkpoint will be: every tensor, or with
+    ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
+    from ch06_classification.classifier import add_classification_head, trained_parameter_names
     from gpt.model import GPTModel
 
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
         model = add_classification_head(GPTModel(cfg))
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    tensors = model.state_dict()
+    if trained_only is not None:
+        tensors = {name: tensors[name] for name in trained_parameter_names(model, trained_only)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
@@ -189,7 +193,8 @@ def read_training_texts(run_dir: Path) -> set[str] | None:
 
 
 def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
-    """Write a finished run: checkpoint, metrics.json, history.json, loss and accuracy plots.
+    """Write a finished run: checkpoint (model.safetensors, config.json), metrics.json,
+    history.json, loss and accuracy plots.
 
     The files replace whatever the folder held, together: a run saved over an older one
     (``--overwrite``) leaves nothing of the old one behind, not even its evaluation, and
@@ -206,7 +211,7 @@ def save_training_run(result: TrainingResult, run_dir: str | Path) -> Path:
 def _write_run_files(result: TrainingResult, run_dir: Path) -> None:
     from ch06_classification.plots import plot_values
 
-    save_classifier(result.model, result.info, run_dir / CHECKPOINT_NAME)
+    save_checkpoint_folder(result.model, result.info, run_dir)
     write_training_texts(run_dir, result.training_texts, result.info.extra)
     history = result.history
     write_json(run_dir / "history.json", history.to_dict())

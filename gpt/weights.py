@@ -223,6 +223,25 @@ def openai_parameter_sources(cfg: GPTConfig) -> dict[str, Source]:
     return sources
 
 
+def openai_state_dict(model: GPTModel) -> dict[str, torch.Tensor]:
+    """``model``'s transformer weights named and laid out as in OpenAI's released file: the
+    inverse of ``load_weights_into_gpt`` (no head: the file's is tied to ``wte``)."""
+    pieces: dict[str, list[torch.Tensor | None]] = {}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    for name, source in openai_parameter_sources(model.cfg).items():
+        tensor = params[name].detach().cpu()
+        tensor = tensor.T if source.transpose else tensor
+        pieces.setdefault(source.key, [None, None, None])[source.chunk or 0] = tensor
+    if not model.cfg.qkv_bias:  # the file always has a query/key/value bias: zeros here
+        for i in range(model.cfg.n_layers):
+            zeros = torch.zeros(model.cfg.emb_dim)
+            pieces[f"h.{i}.attn.c_attn.bias"] = [zeros, zeros, zeros]
+    return {
+        key: torch.cat([p for p in parts if p is not None], dim=-1).contiguous()
+        for key, parts in pieces.items()
+    }
+
+
 def _strip_prefix(key: str) -> str:
     # Files saved from a GPT2LMHeadModel name tensors "transformer.h.0..."; the published
     # ones (saved from GPT2Model) have no prefix. Accept both.

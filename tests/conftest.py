@@ -61,6 +61,19 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_splits(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the real collection split as `gpt-spam split` splits it (the book's
+    seeds): train, validation, test and realistic CSVs."""
+    from ch06_classification.download import download_sms_spam, load_sms_spam
+    from ch06_classification.splits import write_splits
+
+    folder = tmp_path_factory.mktemp("real_splits")
+    download_sms_spam(folder, source=shared_data / "sms_spam_collection.zip", urls=[])
+    write_splits(load_sms_spam(folder), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     from gpt.tokenizer import get_tokenizer
 

@@ -73,7 +73,8 @@ def test_truncated_checkpoint_is_refused_by_name(trained):
 
 def test_mismatched_tensor_is_refused_by_name(trained, tmp_path):
     model, info, _ = trained
-    bigger = dataclasses.replace(info, config=GPTConfig(**{**info.config.to_dict(), "emb_dim": 48}))
+    config = GPTConfig(**{**info.config.to_dict(), "emb_dim": 48})
+    bigger = dataclasses.replace(info, config=config, config_overrides=None)
     path = save_classifier(model, bigger, tmp_path / "bad.safetensors")
     with pytest.raises(
         CheckpointError,

@@ -82,7 +82,7 @@ def test_a_message_is_classified_with_the_latest_run(
     )
     [(label, probability, text)] = parse(result.stdout.splitlines())
     assert (label, text) == (classifier.predict(message), message)
-    assert probability == pytest.approx(classifier.predict_proba(message)[1], abs=5e-4)
+    assert probability == pytest.approx(classifier.predict_proba(message)[0, 1], abs=5e-4)
 
 
 def test_standard_input_with_invalid_utf8_as_json(
@@ -108,7 +108,7 @@ def test_standard_input_with_invalid_utf8_as_json(
     assert [row["text"] for row in rows] == texts
     expected = classifier.predict_proba(texts)[:, 1]
     np.testing.assert_allclose([row["spam_probability"] for row in rows], expected, atol=1e-5)
-    assert [row["label"] for row in rows] == classifier.predict(texts)
+    assert [row["label"] for row in rows] == classifier.predict(texts).tolist()
     assert all(row.keys() == {"text", "label", "spam_probability"} for row in rows)
 
 
@@ -142,7 +142,7 @@ def test_several_arguments_are_printed_in_their_order(
     ]
     results = parse(out)
     assert [text for _, _, text in results] == list(MESSAGES)
-    assert [label for label, _, _ in results] == classifier.predict(list(MESSAGES))
+    assert [label for label, _, _ in results] == classifier.predict(list(MESSAGES)).tolist()
     expected = classifier.predict_proba(list(MESSAGES))[:, 1]
     np.testing.assert_allclose([p for _, p, _ in results], expected, atol=5e-4)
 
@@ -227,7 +227,7 @@ def test_the_threshold_moves_a_borderline_message(
     capsys: pytest.CaptureFixture, checkpoint: Path, classifier: SpamClassifier
 ) -> None:
     message = MESSAGES[4]
-    probability = float(classifier.predict_proba(message)[1])
+    probability = float(classifier.predict_proba(message)[0, 1])
 
     def label_at(threshold: float) -> str:
         status, out, _ = classify(
@@ -249,7 +249,7 @@ def test_a_message_far_longer_than_the_context_is_cut_with_a_note(
     row = json.loads(out[0])
     assert row["text"] == LONG_MESSAGE  # the whole message is echoed, not its first tokens
     assert row["spam_probability"] == pytest.approx(
-        classifier.predict_proba(LONG_MESSAGE)[1], abs=1e-5
+        classifier.predict_proba(LONG_MESSAGE)[0, 1], abs=1e-5
     )
     assert err == [
         f"gpt-spam classify: note: 1 message is longer than {MAX_LENGTH} tokens; "
@@ -309,7 +309,8 @@ def mismatched_checkpoint(folder: Path) -> Path:
     """A checkpoint that describes a wider model than its tensors are."""
     path = write_tiny_checkpoint(folder)
     info = read_classifier_info(path)
-    wider = replace(info, config=replace(info.config, emb_dim=64))
+    # A consistent description (its recorded overrides follow the new width), wrong tensors.
+    wider = replace(info, config=replace(info.config, emb_dim=64), config_overrides=None)
     return rewrite_description(path, wider.to_json())
 
 
@@ -322,7 +323,7 @@ def description_not_an_object(folder: Path) -> Path:
     [
         (lambda folder: folder / "nowhere", "does not exist"),
         (mismatched_checkpoint, "does not match the model"),
-        (description_not_an_object, "has an unreadable description"),
+        (description_not_an_object, "has an invalid description"),
     ],
     ids=["missing", "mismatched", "description-not-an-object"],
 )

@@ -30,7 +30,7 @@ def test_batched_and_one_by_one_probabilities_agree(tmp_path: Path, token_positi
     classifier = SpamClassifier.from_checkpoint(checkpoint, device="cpu", batch_size=3)
 
     batched = classifier.predict_proba(list(MESSAGES))
-    one_by_one = np.stack([classifier.predict_proba(text) for text in MESSAGES])
+    one_by_one = np.concatenate([classifier.predict_proba(text) for text in MESSAGES])
 
     assert batched.shape == (len(MESSAGES), 2)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5, rtol=0)
@@ -38,12 +38,33 @@ def test_batched_and_one_by_one_probabilities_agree(tmp_path: Path, token_positi
     assert len(np.unique(batched[:, 1].round(4))) == len(MESSAGES)  # really different messages
 
 
-def test_one_string_gives_one_answer_and_a_list_gives_a_list(classifier: SpamClassifier) -> None:
-    assert classifier.predict_proba(MESSAGES[0]).shape == (2,)
-    assert classifier.predict(MESSAGES[0]) in ("ham", "spam")
-    assert classifier.predict([MESSAGES[0]]) == [classifier.predict(MESSAGES[0])]
+def test_scikit_learn_shapes_one_string_gives_one_row_and_a_list_an_array(
+    classifier: SpamClassifier,
+) -> None:
+    assert classifier.classes_.tolist() == ["ham", "spam"]
+    assert classifier.predict_proba(MESSAGES[0]).shape == (1, 2)  # always 2-D
     assert classifier.predict_proba([]).shape == (0, 2)
-    assert classifier.predict([]) == []
+    assert classifier.predict(MESSAGES[0]) in ("ham", "spam")
+    labels = classifier.predict(list(MESSAGES))
+    assert isinstance(labels, np.ndarray) and labels.shape == (len(MESSAGES),)
+    assert labels[0] == classifier.predict(MESSAGES[0])
+    # predict is the column of predict_proba with the highest probability, named by classes_
+    best = classifier.classes_[classifier.predict_proba(list(MESSAGES)).argmax(axis=1)]
+    assert labels.tolist() == best.tolist()
+    assert classifier.predict([]).shape == (0,)
+
+
+def test_calling_the_classifier_is_a_pipeline_of_label_and_score(
+    classifier: SpamClassifier,
+) -> None:
+    probabilities = classifier.predict_proba(list(MESSAGES))
+    results = classifier(list(MESSAGES))
+
+    assert [set(result) for result in results] == [{"label", "score"}] * len(MESSAGES)
+    for result, row in zip(results, probabilities, strict=True):
+        column = classifier.classes_.tolist().index(result["label"])
+        assert result["score"] == pytest.approx(row[column]) == pytest.approx(row.max())
+    assert classifier(MESSAGES[0]) == results[:1]  # one string: a list of one, like transformers
 
 
 def test_predict_is_predict_proba_at_the_threshold(classifier: SpamClassifier) -> None:
@@ -52,8 +73,8 @@ def test_predict_is_predict_proba_at_the_threshold(classifier: SpamClassifier) -
 
     labels = classifier.predict(list(MESSAGES), threshold=threshold)
 
-    assert labels == ["spam" if p >= threshold else "ham" for p in spam_probabilities]
-    assert set(labels) == {"ham", "spam"}
+    assert labels.tolist() == ["spam" if p >= threshold else "ham" for p in spam_probabilities]
+    assert set(labels) == {"spam", "ham"}
     assert labels[int(np.argmin(np.abs(spam_probabilities - threshold)))] == "spam"  # p == t
 
 

@@ -1,8 +1,8 @@
 """Tests of ch06_classification.metrics.
 
-Every expected value is worked out by hand in the comments, or comes from a second,
-deliberately naive algorithm written here in the test (counting pairs, or counting at each
-threshold), never from running the code under test.
+Every expected value is worked out by hand in the comments, never from running the code
+under test; on real evaluation outputs, the saved metrics are checked against
+scikit-learn's (the curves and areas are scikit-learn's own, so they are not re-derived).
 """
 
 from __future__ import annotations
@@ -236,10 +236,17 @@ def test_roc_curve_rates_of_a_missing_class_are_nan():
 
 
 def test_precision_recall_curve_of_worked_example():
+    # scikit-learn's order: increasing thresholds, then the point where nothing is flagged.
     precision, recall, thresholds = precision_recall_curve(Y_TRUE, PROBS)
-    assert thresholds.tolist() == PR_THRESHOLDS
-    assert precision == pytest.approx(PRECISION)
-    assert recall == pytest.approx(RECALL)
+    assert thresholds.tolist() == PR_THRESHOLDS[::-1]
+    assert precision == pytest.approx([*PRECISION[::-1], 1.0])
+    assert recall == pytest.approx([*RECALL[::-1], 0.0])
+
+
+def test_precision_recall_curve_recall_without_spam_is_nan():
+    precision, recall, _ = precision_recall_curve([0, 0], [0.2, 0.8])
+    assert np.isnan(recall).all()
+    assert precision[:-1].tolist() == [0.0, 0.0]
 
 
 def test_average_precision_of_worked_example():
@@ -251,65 +258,43 @@ def test_average_precision_is_one_for_perfect_separation_and_nan_without_spam():
     assert math.isnan(average_precision([0, 0], [0.1, 0.9]))
 
 
-# --- Cross-checks against naive algorithms on random data -------------------------------
+# --- Agreement with scikit-learn on real evaluation outputs -------------------------------
 
 
-def random_scores(seed: int, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
-    """Random labels and scores, rounded to one decimal so that ties are common."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, size=n)
-    scores = np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 1)
-    return y, scores
+def test_evaluation_agrees_with_scikit_learn_on_real_outputs(real_splits, tmp_path):
+    """``gpt-spam evaluate`` on the real splits: every number it saves for the validation
+    and test splits is what scikit-learn computes from the same labels and probabilities
+    (the counting at the threshold is ours, so this checks it against the library)."""
+    from sklearn import metrics as sk
 
+    from ch06_classification.datafiles import SPLIT_FILES
+    from ch06_classification.evaluation import evaluate_run
+    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.splits import read_split
+    from tests.tiny_classifier import write_tiny_checkpoint
 
-def brute_force_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """Compare every (spam, not spam) pair: a win counts 1, a tie 1/2."""
-    wins = 0.0
-    for spam_score in scores[y == 1]:
-        for ham_score in scores[y == 0]:
-            wins += 1.0 if spam_score > ham_score else 0.5 if spam_score == ham_score else 0.0
-    return wins / ((y == 1).sum() * (y == 0).sum())
+    run = write_tiny_checkpoint(tmp_path / "run").parent
+    report = evaluate_run(run, real_splits, device="cpu", log=lambda line: None)
+    classifier = SpamClassifier.from_pretrained(run, device="cpu")
 
-
-SEEDS = [0, 1, 2, 3, 4]
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_roc_auc_matches_pairwise_count(seed):
-    y, scores = random_scores(seed)
-    assert roc_auc(y, scores) == pytest.approx(brute_force_auc(y, scores), abs=1e-12)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_trapezoidal_area_under_roc_curve_matches_pairwise_count(seed):
-    y, scores = random_scores(seed)
-    fpr, tpr, _ = roc_curve(y, scores)
-    area = np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)
-    assert area == pytest.approx(brute_force_auc(y, scores), abs=1e-12)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_curves_match_counting_at_each_threshold(seed):
-    y, scores = random_scores(seed)
-    fpr, tpr, roc_thresholds = roc_curve(y, scores)
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    assert thresholds.tolist() == sorted(set(scores.tolist()), reverse=True)
-    assert roc_thresholds[1:].tolist() == thresholds.tolist()
-    for i, t in enumerate(thresholds):
-        flagged = scores >= t
-        assert precision[i] == pytest.approx(y[flagged].mean())
-        assert recall[i] == pytest.approx(flagged[y == 1].mean())
-        assert tpr[i + 1] == pytest.approx(flagged[y == 1].mean())
-        assert fpr[i + 1] == pytest.approx(flagged[y == 0].mean())
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_average_precision_is_mean_precision_at_each_spam_message(seed):
-    # Equivalent definition: for each spam message, the precision when flagging everything
-    # that scores at least as high as it; then the mean over spam messages.
-    y, scores = random_scores(seed)
-    expected = np.mean([y[scores >= s].mean() for s in scores[y == 1]])
-    assert average_precision(y, scores) == pytest.approx(expected, abs=1e-12)
+    for name in ("validation", "test"):  # (the other sets leave rows out: not a split's)
+        split = name
+        frame = read_split(real_splits / SPLIT_FILES[split])
+        y = frame["Label"].to_numpy()
+        p = classifier.predict_proba(frame["Text"].tolist())[:, 1]
+        flagged = (p >= 0.5).astype(int)
+        saved = report["sets"][name]
+        assert saved["n"] == len(y) and saved["n_spam"] == int(y.sum())
+        assert saved["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p), abs=1e-12)
+        assert saved["average_precision"] == pytest.approx(
+            sk.average_precision_score(y, p), abs=1e-12
+        )
+        assert saved["confusion_matrix"] == sk.confusion_matrix(y, flagged).tolist()
+        assert saved["accuracy"] == pytest.approx(sk.accuracy_score(y, flagged))
+        for key, score in (("precision", sk.precision_score), ("recall", sk.recall_score)):
+            assert saved[key] == pytest.approx(score(y, flagged, zero_division=0)), key
+        assert saved["f1"] == pytest.approx(sk.f1_score(y, flagged, zero_division=0))
+        assert len(np.unique(p)) > len(y) // 2  # real, varied outputs, not a constant
 
 
 # --- Input checks -----------------------------------------------------------------------

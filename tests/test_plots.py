@@ -158,12 +158,14 @@ def test_roc_panel_has_the_diagonal_chance_line():
     assert list(chance.get_ydata()) == [0, 1]
 
 
-def test_pr_line_starts_at_zero_recall_with_first_precision():
-    # Worked example: at the highest threshold (0.9) precision is 1 and recall 1/4.
+def test_pr_line_ends_at_zero_recall_with_precision_one():
+    # Worked example, scikit-learn's order: from recall 1 (everything flagged, precision
+    # 4/10) to the highest threshold (0.9: precision 1, recall 1/4), then recall 0.
     fig = roc_and_pr_figure({"test": (Y_TRUE, PROBS)})
     (line,) = fig.axes[1].get_lines()
-    assert line.get_xdata()[:2] == pytest.approx([0.0, 0.25])
-    assert line.get_ydata()[:2] == pytest.approx([1.0, 1.0])
+    assert line.get_xdata()[0] == 1.0 and line.get_ydata()[0] == pytest.approx(0.4)
+    assert line.get_xdata()[-2:] == pytest.approx([0.25, 0.0])
+    assert line.get_ydata()[-2:] == pytest.approx([1.0, 1.0])
 
 
 def test_pr_line_is_drawn_as_steps_whose_area_is_the_average_precision():
@@ -171,9 +173,9 @@ def test_pr_line_is_drawn_as_steps_whose_area_is_the_average_precision():
     # precision over the recall it gained enclose exactly AP = 0.775 (worked example).
     fig = roc_and_pr_figure({"test": (Y_TRUE, PROBS)})
     (line,) = fig.axes[1].get_lines()
-    assert line.get_drawstyle() == "steps-pre"
+    assert line.get_drawstyle() == "steps-post"
     recall, precision = line.get_xdata(), line.get_ydata()
-    assert np.sum(np.diff(recall) * precision[1:]) == pytest.approx(0.775)
+    assert -np.sum(np.diff(recall) * precision[:-1]) == pytest.approx(0.775)
 
 
 def test_roc_and_pr_of_nothing_is_an_error():

@@ -3,6 +3,14 @@
 Each module has ``register(subparsers)``, which adds its subcommand and sets ``run``.
 """
 
-from ch06_classification.commands import classify, download, evaluate, pipeline, split, train
+from ch06_classification.commands import (
+    classify,
+    download,
+    evaluate,
+    export,
+    pipeline,
+    split,
+    train,
+)
 
-STEPS = [download, split, train, evaluate, classify, pipeline]
+STEPS = [download, split, train, evaluate, classify, export, pipeline]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ch06_classification.commands.options import (
+    add_base_weights_option,
     add_classifying_options,
     add_device_option,
     add_run_dir_option,
@@ -108,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_run_dir_option(parser)
     add_classifying_options(parser)
+    add_base_weights_option(parser)
     parser.add_argument(
         "--json",
         action="store_true",
@@ -140,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         )
     messages = read_messages(args)
     device = pick_device(args.device)
-    classifier = SpamClassifier.from_checkpoint(checkpoint, str(device), args.batch_size)
+    classifier = SpamClassifier.from_pretrained(
+        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir
+    )
 
     kept, encoded, refused = encode_messages(classifier, messages)
     for report in refused:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ch06_classification.commands.options import (
+    add_base_weights_option,
     add_classifying_options,
     add_data_dir_option,
     add_device_option,
@@ -34,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="redo an evaluation of this run on the same data at the same threshold "
         "(default: refuse, so that no earlier evaluation is lost)",
     )
+    add_base_weights_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -67,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
             args.batch_size,
             args.threshold,
             overwrite=args.overwrite,
+            weights_dir=args.weights_dir,
         )
     return 0

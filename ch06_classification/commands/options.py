@@ -66,6 +66,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir`` for commands that load a trained model: where its base weights are."""
+    from gpt.weights import WEIGHTS_DIR_ENV
+
+    parser.add_argument(
+        "--weights-dir",
+        metavar="PATH",
+        help=(
+            "a folder (or file) holding the GPT-2 weights the model was fine-tuned from; a "
+            "run stores only what training changed, and finds the rest where training found "
+            f"it (default: ${WEIGHTS_DIR_ENV} if set, else that file, else the Hugging Face "
+            "cache); its SHA-256 must match the one recorded"
+        ),
+    )
+
+
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",

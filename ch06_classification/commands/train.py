@@ -43,6 +43,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(default: refuse to)"
         ),
     )
+    parser.add_argument(
+        "--full-checkpoint",
+        action="store_true",
+        help=(
+            "store every tensor (498 MB for gpt2-small) instead of only the trained ones and "
+            "a record of the base weights (28 MB for the last block), which loading finds "
+            "and checks as training did: for a machine without the base weights"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
@@ -68,10 +77,12 @@ def settings_from_args(args: argparse.Namespace):
         precision=args.precision,
         fast_path=args.fast_path,
         data_dir=str(args.data_dir),
+        full_checkpoint=args.full_checkpoint,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ch06_classification.checkpoint import CHECKPOINT_NAME
     from ch06_classification.finetune import fine_tune
     from ch06_classification.prerequisites import (
         require,
@@ -89,9 +100,15 @@ def run(args: argparse.Namespace) -> int:
     )
     # The run folder is claimed before training, so that a folder that is in use, already
     # holds a run, cannot be written or has no room is found now, not after the work.
-    needed = checkpoint_bytes(get_config(args.model)) + 10 * 1024**2  # + metrics and plots
+    stored = None if args.full_checkpoint else args.trainable_layers
+    needed = checkpoint_bytes(get_config(args.model), stored) + 10 * 1024**2  # + metrics, plots
     with claim_run_dir(args.run_dir, args.overwrite, needed) as run_dir:
         result = fine_tune(settings_from_args(args))
         save_training_run(result, run_dir)
-    print(f"Saved the run to {run_dir}/ (model.safetensors, metrics.json, history.json, plots)")
+    stored = "every tensor" if result.info.stored == "full" else "the trained tensors"
+    size = (run_dir / CHECKPOINT_NAME).stat().st_size / 1e6
+    print(
+        f"Saved the run to {run_dir}/: model.safetensors ({size:,.1f} MB, {stored}), "
+        "config.json, metrics.json, history.json, plots"
+    )
     return 0

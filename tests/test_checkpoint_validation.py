@@ -1,0 +1,223 @@
+"""Edited or damaged checkpoints are refused where they are read, before expensive work,
+in one line naming the file and the problem (issue 19: "nothing silently wrong")."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ch06_classification import checkpoint as checkpoint_module
+from ch06_classification.base_weights import BaseWeights
+from ch06_classification.checkpoint import (
+    CheckpointError,
+    ClassifierInfo,
+    load_classifier,
+    read_classifier_info,
+    save_checkpoint_folder,
+)
+from ch06_classification.classifier import build_classifier
+from gpt.config import get_config
+from tests.run_cli import gpt_spam
+from tests.tiny_classifier import write_tiny_checkpoint
+
+
+def edit_description(path: Path, edit: Callable[[dict], object]) -> Path:
+    """Change a checkpoint's description in place, as someone with a text editor would:
+    the tensors stay as they are."""
+    with safe_open(path, framework="pt") as file:
+        description = json.loads(file.metadata()["gpt_spam"])
+    edit(description)
+    save_file(load_file(path), str(path), metadata={"gpt_spam": json.dumps(description)})
+    return path
+
+
+class Sentinel(Exception):
+    """Raised by the expensive step, to show whether reading got that far."""
+
+
+@pytest.fixture
+def no_base_rebuild(monkeypatch: pytest.MonkeyPatch) -> None:
+    def rebuild(*args, **kwargs):
+        raise Sentinel
+
+    monkeypatch.setattr(checkpoint_module, "_rebuild_base", rebuild)
+
+
+def gpt2_small_lean_checkpoint(folder: Path) -> Path:
+    """A lean gpt2-small checkpoint (the 2-way head on a random base), written without
+    building gpt2-small: its tensors are the head's, its description the real one's."""
+    info = ClassifierInfo(
+        config=get_config("gpt2-small"),
+        max_length=120,
+        weights="random",
+        trainable_layers="last_layer",
+        stored="trained",
+        base=BaseWeights("random", "gpt2-small", "0" * 64, seed=123, init="gpt2"),
+    )
+    tensors = {"out_head.weight": torch.randn(2, 768), "out_head.bias": torch.zeros(2)}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.safetensors"
+    save_file(tensors, str(path), metadata={"gpt_spam": info.to_json()})
+    return path
+
+
+def test_gpt2_small_with_n_heads_edited_from_12_to_16_is_refused_before_building(
+    tmp_path: Path, no_base_rebuild: None
+) -> None:
+    """The tensors of 16 heads of 48 have the shapes of 12 heads of 64: only the preset
+    can tell, and it must, since the answers would silently change."""
+    path = gpt2_small_lean_checkpoint(tmp_path)
+    with pytest.raises(Sentinel):  # untouched, it passes every check up to the rebuild
+        load_classifier(path)
+
+    edit_description(path, lambda d: d["config"].update(n_heads=16))
+
+    with pytest.raises(CheckpointError) as error:
+        load_classifier(path)
+    message = str(error.value)
+    assert message.startswith(str(path))
+    assert "config n_heads is 16 but gpt2-small has 12" in message
+    assert "\n" not in message
+
+
+def test_the_command_refuses_the_edited_checkpoint_in_one_line(tmp_path: Path) -> None:
+    path = gpt2_small_lean_checkpoint(tmp_path / "run")
+    edit_description(path, lambda d: d["config"].update(n_heads=16))
+
+    result = gpt_spam("classify", "--checkpoint", path.parent, "hello", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"gpt-spam classify: error: {path}")
+    assert "n_heads is 16" in result.stderr
+
+
+def drop(key: str) -> Callable[[dict], object]:
+    return lambda d: d.pop(key)
+
+
+def setting(key: str, value: object) -> Callable[[dict], object]:
+    return lambda d: d.update({key: value})
+
+
+def config(key: str, value: object) -> Callable[[dict], object]:
+    return lambda d: d["config"].update({key: value})
+
+
+EDITS = {
+    # consistency with the preset (the tiny model records its overrides: n_heads 4)
+    "n_heads doubled": (config("n_heads", 8), "config n_heads is 8 but gpt2-small"),
+    "a wider model": (config("emb_dim", 64), "config emb_dim is 64 but gpt2-small"),
+    "overrides to match": (
+        lambda d: d["config_overrides"].update(n_heads=8),
+        "config n_heads is 4 but gpt2-small with its recorded overrides has 8",
+    ),
+    # types and values
+    "a count as text": (config("n_layers", "2"), "config n_layers is '2'"),
+    "a boolean as a count": (config("n_layers", True), "config n_layers is True"),
+    "no heads": (config("n_heads", 0), "config n_heads is 0"),
+    "dropout 1.5": (config("drop_rate", 1.5), "drop_rate 1.5 is outside [0, 1)"),
+    "qkv_bias as text": (config("qkv_bias", "yes"), "qkv_bias is 'yes'"),
+    "an unknown implementation": (config("implementation", "fast"), "implementation"),
+    "a config entry missing": (lambda d: d["config"].pop("vocab_size"), "config has entries"),
+    "negative max_length": (setting("max_length", -1), "max_length -1"),
+    "max_length as a float": (setting("max_length", 16.0), "max_length 16.0"),
+    "a token position": (setting("token_position", "middle"), "token_position is 'middle'"),
+    "one label": (setting("labels", ["spam"]), "labels ['spam'] are not two"),
+    "the same label twice": (setting("labels", ["spam", "spam"]), "are not two different"),
+    "an unknown preset": (setting("model_preset", "gpt2-huge"), "model_preset is 'gpt2-huge'"),
+    "unknown weights": (setting("weights", "imagined"), "weights is 'imagined'"),
+    "trainable layers": (setting("trainable_layers", "some"), "trainable_layers is 'some'"),
+    "another tokenizer": (setting("tokenizer", "cl100k_base"), "tokenizer 'cl100k_base'"),
+    "a padding id outside the vocabulary": (setting("pad_token_id", 60000), "pad_token_id 60000"),
+    "extra not an object": (setting("extra", []), "extra is not an object"),
+    "an older format": (setting("format_version", 1), "format version 1, expected 2"),
+    "an entry missing": (drop("max_length"), "lacks ['max_length']"),
+    "an unknown entry": (setting("learning_rate", 1), "unknown entries ['learning_rate']"),
+    "lean without a base": (setting("stored", "trained"), "no base is recorded"),
+    "stored as something else": (setting("stored", "half"), "stored is 'half'"),
+    "a base of another preset": (
+        setting("base", {"kind": "random", "preset": "gpt2-xl", "sha256": "0" * 64}),
+        "base preset differs",
+    ),
+    "a base hash that is not one": (
+        setting("base", {"kind": "random", "preset": "gpt2-small", "sha256": "abc"}),
+        "base sha256 'abc' is not a SHA-256",
+    ),
+    "a random base without seed": (
+        setting("base", {"kind": "random", "preset": "gpt2-small", "sha256": "0" * 64}),
+        "base seed is None",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS.values()), ids=list(EDITS))
+def test_an_edited_description_is_refused_by_name(tmp_path: Path, edit) -> None:
+    change, expected = edit
+    path = edit_description(write_tiny_checkpoint(tmp_path), change)
+
+    with pytest.raises(CheckpointError) as error:
+        read_classifier_info(path)
+    message = str(error.value)
+    assert message.startswith(f"{path} has an invalid description: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', "null"])
+def test_a_description_that_is_not_a_json_object_is_refused(tmp_path: Path, text: str) -> None:
+    path = write_tiny_checkpoint(tmp_path)
+    save_file(load_file(path), str(path), metadata={"gpt_spam": text})
+
+    with pytest.raises(CheckpointError, match="has an invalid description"):
+        read_classifier_info(path)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(torch.float64, "F64"), (torch.float16, "F16"), (torch.int64, "I64")]
+)
+def test_a_tensor_of_another_dtype_is_refused_by_name(tmp_path: Path, dtype, name) -> None:
+    path = write_tiny_checkpoint(tmp_path)
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+    tensors = load_file(path)
+    tensors["out_head.bias"] = tensors["out_head.bias"].to(dtype)
+    save_file(tensors, str(path), metadata=metadata)
+
+    with pytest.raises(CheckpointError) as error:
+        load_classifier(path)
+    assert f"{path}: tensor 'out_head.bias' has dtype {name}" in str(error.value)
+
+
+def test_a_lean_checkpoint_with_a_frozen_tensor_is_refused_before_building(
+    tmp_path: Path, no_base_rebuild: None
+) -> None:
+    path = gpt2_small_lean_checkpoint(tmp_path)
+    tensors = load_file(path)
+    tensors["final_norm.scale"] = torch.ones(768)  # not trained by last_layer
+    with safe_open(path, framework="pt") as file:
+        save_file(tensors, str(path), metadata=file.metadata())
+
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'final_norm\.scale'"):
+        load_classifier(path)
+
+
+def test_an_edited_config_json_is_refused(tmp_path: Path) -> None:
+    model = build_classifier("gpt2-small", weights="random", emb_dim=32, n_layers=1, n_heads=4)
+    info = ClassifierInfo(config=model.cfg, max_length=16, weights="random")
+    folder = save_checkpoint_folder(model, info, tmp_path / "saved")
+    assert read_classifier_info(folder) == info
+
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "spam", "1": "ham"}  # swapped: every answer reversed
+    (folder / "config.json").write_text(json.dumps(config))
+
+    with pytest.raises(CheckpointError, match=r"config\.json disagrees with model\.safetensors"):
+        read_classifier_info(folder)
