@@ -241,6 +241,7 @@ def _write_run_files(result: TrainingResult, run_dir: Path) -> None:
         history.val_losses,
         label="loss",
         out_dir=run_dir,
+        name="loss",
     )
     epochs = list(range(1, len(history.train_accs) + 1))
     examples_per_epoch = history.examples_seen / max(1, len(epochs))
@@ -251,4 +252,5 @@ def _write_run_files(result: TrainingResult, run_dir: Path) -> None:
         history.val_accs,
         label="accuracy",
         out_dir=run_dir,
+        name="accuracy",
     )
