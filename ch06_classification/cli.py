@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpt.errors import UserFacingError
+from gpt.errors import UserFacingError, describe_os_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,8 @@ def package_version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one step; problems the user can fix are one line on stderr, not a traceback."""
+    """Run one step; problems the user can fix, and failures of the operating system, are
+    one line on stderr, not a traceback."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would show the usage of `gpt-spam` itself, not of the step
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args) or 0
     except UserFacingError as error:
         print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a read-only or full disk, a file where a folder should be, ...
+        print(f"{parser.prog} {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)

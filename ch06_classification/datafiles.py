@@ -1,19 +1,25 @@
-"""Names of the chapter's data files, its data error, and a safe way to write a file.
+"""Names of the chapter's data files and its data error.
 
-Every file in the data folder is written through :func:`atomic_output`: a half-written
-file never appears under its real name, so a crash or Ctrl-C cannot leave behind
-something a later step would mistake for good data.
+Every file in the data folder is written through
+:mod:`~ch06_classification.safe_files` (``atomic_output`` for one file, ``replace_together``
+for the split files, which belong together): a half-written file or a mix of two splits
+never appears under the real names, so a crash or Ctrl-C cannot leave behind something a
+later step would mistake for good data.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
+from ch06_classification.safe_files import atomic_output
 from gpt.errors import UserFacingError
+
+__all__ = [
+    "CLASS_NAMES",
+    "SMS_SPAM_TSV",
+    "SPLIT_FILES",
+    "SPLIT_REPORT",
+    "DataError",
+    "atomic_output",
+]
 
 # The two classes, as the data names them: class 0 and class 1 everywhere (splits, model
 # outputs, metrics, plots, the classify command). The book prints ham as "not spam": that
@@ -35,24 +41,3 @@ SPLIT_REPORT = "split_report.json"
 
 class DataError(UserFacingError):
     """The dataset is missing, damaged, or not the one this chapter expects."""
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it becomes ``path`` only if the block succeeds.
-
-    The temporary file lives in the same folder so that ``os.replace`` is a rename, which
-    is atomic: readers see either the old file or the complete new one. On any error
-    (or interrupt) the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    temporary_path = Path(temporary)
-    try:
-        yield temporary_path
-        # mkstemp creates owner-only files; data files are ordinary, world-readable ones.
-        temporary_path.chmod(0o644)
-        os.replace(temporary_path, path)
-    finally:
-        temporary_path.unlink(missing_ok=True)

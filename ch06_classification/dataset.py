@@ -64,7 +64,9 @@ class SpamDataset(Dataset):
 
     ``max_length=None`` uses the longest message in this file, which is right for the
     training set; the validation and test sets must be given the training set's
-    ``max_length`` instead. Longer messages are cut to ``max_length`` tokens.
+    ``max_length`` instead. Longer messages are cut to ``max_length`` tokens (their number
+    is ``num_truncated``). ``context_length``, the model's, caps the longest message: one
+    longer than the model can read is cut to fit rather than crash the model.
 
     ``padding="fixed"`` pads every message to ``max_length`` tokens, as the book does;
     ``padding="batch"`` stores no padding, and :func:`collate_batch` pads each batch only
@@ -84,6 +86,7 @@ class SpamDataset(Dataset):
         pad_token_id: int = END_OF_TEXT_ID,
         padding: Padding = "fixed",
         with_lengths: bool = False,
+        context_length: int | None = None,
     ) -> None:
         if padding not in ("fixed", "batch"):
             raise ValueError(f"padding must be 'fixed' or 'batch', not {padding!r}")
@@ -94,6 +97,9 @@ class SpamDataset(Dataset):
         self.max_length = (
             self._longest_encoded_length(encoded_texts) if max_length is None else max_length
         )
+        if context_length is not None:
+            self.max_length = min(self.max_length, context_length)
+        self.num_truncated = sum(len(ids) > self.max_length for ids in encoded_texts)
         self.pad_token_id = pad_token_id
         self.padding = padding
         self.with_lengths = with_lengths
@@ -175,19 +181,27 @@ def create_data_loaders(
     padding: Padding = "batch",
     seed: int = 123,
     num_workers: int = 0,
+    context_length: int | None = None,
 ) -> DataLoaders:
     """Loaders for ``train.csv``, ``validation.csv`` and ``test.csv`` in ``data_dir``.
 
     ``max_length`` (default: the longest training message) is settled on the training
     set alone and reused for the other two, so that nothing about them shapes the setup.
     The training loader shuffles (seeded) and drops the last incomplete batch, as the
-    book's does; the others keep every row, in order.
+    book's does; the others keep every row, in order. ``context_length`` (the model's)
+    caps ``max_length``; see :class:`SpamDataset`.
     """
     data_dir = Path(data_dir)
 
     def load(split: str, max_length: int | None) -> SpamDataset:
+        path = data_dir / SPLIT_FILES[split]
         return SpamDataset(
-            data_dir / SPLIT_FILES[split], tokenizer, max_length, padding=padding, with_lengths=True
+            path,
+            tokenizer,
+            max_length,
+            padding=padding,
+            with_lengths=True,
+            context_length=context_length,
         )
 
     train_dataset = load("train", max_length)

@@ -12,7 +12,6 @@ import csv
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,14 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from ch06_classification.datafiles import SMS_SPAM_TSV, DataError, atomic_output
+from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.safe_files import (
+    atomic_output,
+    ensure_writable_folder,
+    folder_lock,
+    scratch_folder,
+    settle,
+)
 
 UCI_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 # Tried in order when the UCI site is down: the copy the book's own code falls back to.
@@ -39,6 +45,13 @@ ARCHIVE_MEMBER = "SMSSpamCollection"
 # Version 1 of the collection (Almeida & Gómez Hidalgo, 2011).
 EXPECTED_ROWS = 5574
 EXPECTED_CLASS_COUNTS = {"ham": 4827, "spam": 747}
+
+# The collection is 477,906 bytes (its zip 207,704). Anything far larger is not it, and is
+# refused while it streams in, so that a zip bomb (a small archive whose member unpacks to
+# gigabytes) or an endless download costs no more than this much disk and no more memory
+# than one chunk.
+MAX_COLLECTION_BYTES = 8 * 1024**2
+MAX_DOWNLOAD_BYTES = 8 * 1024**2
 
 # (connect, read) seconds: fail fast on a dead host, but let a slow one finish.
 HTTP_TIMEOUT = (10, 60)
@@ -70,6 +83,7 @@ def load_sms_spam(data_dir: Path) -> pd.DataFrame:
         raise DataError(
             f"{path} does not exist: run `gpt-spam download` (or scripts/01_download.py) first"
         )
+    settle(path.parent)
     return _read_valid(path)
 
 
@@ -85,17 +99,16 @@ def download_sms_spam(
     ``urls`` in turn. A copy in ``data_dir`` that fails validation is deleted and
     fetched again.
     """
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = ensure_writable_folder(data_dir, needed_bytes=2 * MAX_COLLECTION_BYTES)
     target = data_dir / SMS_SPAM_TSV
-    if _reuse_existing(target):
-        return target
-
-    source = source or os.environ.get(SOURCE_ENV_VAR) or None
-    if source is None:
-        _install_from_urls(urls, target)
-    else:
-        _install_from_local_file(Path(source).expanduser(), target)
+    with folder_lock(data_dir):
+        if _reuse_existing(target):
+            return target
+        source = source or os.environ.get(SOURCE_ENV_VAR) or None
+        if source is None:
+            _install_from_urls(urls, target)
+        else:
+            _install_from_local_file(Path(source).expanduser(), target)
     print(f"Saved the validated SMS Spam Collection to {target}")
     return target
 
@@ -160,6 +173,7 @@ def _parse_tsv(path: str | Path) -> pd.DataFrame:
 def _read_valid(path: Path) -> pd.DataFrame:
     """Read and validate ``path``; any error names the file."""
     with _blame(path):
+        _check_size(path.stat().st_size)
         df = _parse_tsv(path)
         validate_sms_spam(df)
     return df
@@ -225,7 +239,7 @@ def _install_from_urls(urls: Sequence[str], target: Path, keep_archive: Path | N
     """
     failures = []
     # A scratch folder beside the target, removed with everything in it whatever happens.
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
+    with scratch_folder(target.parent) as scratch:
         archive = Path(scratch) / "download"
         for url in urls:
             try:
@@ -253,14 +267,18 @@ def _fetch(url: str, destination: Path) -> None:
         response.raise_for_status()
         expected = int(response.headers.get("Content-Length", 0)) or None
         compressed = "Content-Encoding" in response.headers
+        if expected and expected > MAX_DOWNLOAD_BYTES:
+            raise DataError(f"{url}: {expected:,} bytes, far larger than the collection")
         received = 0
         with (
             destination.open("wb") as file,
             tqdm(total=expected, unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar,
         ):
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
-                file.write(chunk)
                 received += len(chunk)
+                if received > MAX_DOWNLOAD_BYTES:
+                    raise DataError(f"{url}: over {MAX_DOWNLOAD_BYTES:,} bytes, not the collection")
+                file.write(chunk)
                 bar.update(len(chunk))
     # requests counts decompressed bytes, so only an uncompressed size can be checked.
     if expected and not compressed and received != expected:
@@ -279,20 +297,36 @@ def _copy_collection(raw: Path, destination: Path) -> None:
     with raw.open("rb") as file:
         is_zip = file.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
     if not is_zip:
+        _check_size(raw.stat().st_size)
         shutil.copyfile(raw, destination)
         return
     try:
         with zipfile.ZipFile(raw) as archive:
             if ARCHIVE_MEMBER not in archive.namelist():
                 raise DataError(f"a zip archive without a '{ARCHIVE_MEMBER}' file at its root")
+            # The size the archive declares is checked first, and the bytes that actually
+            # come out are counted too, since a crafted archive can declare anything.
+            _check_size(archive.getinfo(ARCHIVE_MEMBER).file_size)
             # Copy the member's bytes to a path we chose: a name inside the archive
             # (say "../../x") never decides where anything is written.
             with archive.open(ARCHIVE_MEMBER) as member, destination.open("wb") as out:
-                shutil.copyfileobj(member, out)
+                written = 0
+                while chunk := member.read(_CHUNK_BYTES):
+                    written += len(chunk)
+                    _check_size(written)
+                    out.write(chunk)
     except (zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise DataError(
             f"a damaged zip archive ({error}): an interrupted download? try again"
         ) from error
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_COLLECTION_BYTES:
+        raise DataError(
+            f"{size:,} bytes or more of text, where the collection has 477,906: not the "
+            "SMS Spam Collection (a zip bomb?)"
+        )
 
 
 def _describe_request_error(error: requests.RequestException) -> str:

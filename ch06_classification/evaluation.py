@@ -34,6 +34,7 @@ from ch06_classification.inference import SpamClassifier
 from ch06_classification.metrics import BinaryMetrics, binary_metrics, format_metrics_table
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
 from ch06_classification.runs import read_training_texts, write_json
+from ch06_classification.safe_files import replace_together
 from ch06_classification.splits import fingerprints_seen_in, read_split, text_fingerprints
 from gpt.errors import UserFacingError
 
@@ -184,14 +185,6 @@ def evaluate_run(
 
     report_path, roc_path, confusion_path = evaluation_files(run_dir, data_dir, threshold)
     curves = {name: evaluation.curves[name] for name in ("test", "test (unseen)", "realistic")}
-    plots = [
-        plot_roc_and_pr(curves, roc_path),
-        plot_confusion_matrix(
-            metrics["test"].confusion_matrix,
-            confusion_path,
-            f"Test split ({data_dir.name}, threshold {threshold:g})",
-        ),
-    ]
     report = {
         "checkpoint": str(checkpoint),
         "data_dir": str(data_dir),
@@ -201,6 +194,16 @@ def evaluate_run(
         "realistic_rows_seen_in_training": evaluation.seen_realistic,
         "sets": {name: value.to_dict() for name, value in metrics.items()},
     }
-    write_json(report_path, report)
+    # The evaluation and its plots replace the previous ones (if --overwrite) together.
+    with replace_together(run_dir) as staging:
+        plots = [
+            plot_roc_and_pr(curves, staging / roc_path.name),
+            plot_confusion_matrix(
+                metrics["test"].confusion_matrix,
+                staging / confusion_path.name,
+                f"Test split ({data_dir.name}, threshold {threshold:g})",
+            ),
+        ]
+        write_json(staging / report_path.name, report)
     log(f"Saved {report_path.name} and {', '.join(p.name for p in plots)} (+ PDFs) in {run_dir}/")
     return report

@@ -33,6 +33,7 @@ from ch06_classification.fast_path import (
     prepare_fast_path,
 )
 from ch06_classification.metrics import binary_metrics
+from ch06_classification.splits import check_training_splits
 from ch06_classification.training import (
     TrainingHistory,
     autocast,
@@ -163,6 +164,7 @@ def fine_tune(
 ) -> TrainingResult:
     """Train a spam classifier as ``settings`` say; print progress through ``log`` (and a
     progress bar on stderr while the frozen blocks are cached, unless ``progress=False``)."""
+    check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
     device = pick_device(settings.device)
     tokenizer = get_tokenizer()
     overrides = dict(settings.config_overrides)
@@ -205,6 +207,7 @@ def fine_tune(
         max_length=resolve_max_length(settings.context_length, model),
         padding="fixed" if fixed else "batch",
         seed=settings.seed,
+        context_length=model.cfg.context_length,
     )
     train_dataset: SpamDataset = loaders.train.dataset  # type: ignore[assignment]
     log(
@@ -212,6 +215,13 @@ def fine_tune(
         f"/ {len(loaders.test.dataset):,} test messages, max_length {train_dataset.max_length}; "
         f"{len(loaders.train)} / {len(loaders.validation)} / {len(loaders.test)} batches"
     )
+    cut = [loader.dataset.num_truncated for loader in loaders]  # type: ignore[attr-defined]
+    if any(cut):
+        log(
+            f"Cut {cut[0]:,} training / {cut[1]:,} validation / {cut[2]:,} test messages "
+            f"longer than {train_dataset.max_length:,} tokens to their first "
+            f"{train_dataset.max_length:,}"
+        )
     limit = fast_path_cache_limit()
     if (
         path == "fast"

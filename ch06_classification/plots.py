@@ -103,11 +103,13 @@ def plot_values(
     name: str | None = None,
 ) -> list[Path]:
     """Save the training curve of ``label`` (see :func:`values_figure`) as
-    ``out_dir/<name>.png`` and ``out_dir/<name>.pdf``, where ``name`` defaults to ``label``
-    (``loss.png``, ``accuracy.png``, ...). Returns the two paths.
+    ``out_dir/<name>.pdf`` and ``out_dir/<name>.png``. Returns the two paths (png first).
+
+    ``name`` defaults to the book's file name, ``<label>-plot`` (``loss-plot.pdf``), so the
+    book's call writes what the book writes; the png beside it is for notebooks and READMEs.
     """
     fig = values_figure(epochs_seen, examples_seen, train_values, val_values, label)
-    return save_png_and_pdf(fig, Path(out_dir) / (name or label))
+    return save_png_and_pdf(fig, Path(out_dir) / (name or f"{label}-plot"))
 
 
 # --- ROC and precision–recall curves ----------------------------------------------------

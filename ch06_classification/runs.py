@@ -1,8 +1,16 @@
-"""Run folders: where each training run keeps its checkpoint, metrics and plots."""
+"""Run folders: where each training run keeps its checkpoint, metrics and plots.
+
+A run folder holds one run. Training claims its folder before it starts (see
+:func:`claim_run_dir`) and saves everything in one go at the end, so a folder never holds
+the checkpoint of one run beside the metrics, evaluation or plots of another.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,13 +18,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
-from ch06_classification.datafiles import atomic_output
+from ch06_classification.safe_files import (
+    atomic_output,
+    ensure_writable_folder,
+    folder_lock,
+    is_own_file,
+    replace_together,
+    settle,
+)
+from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
     from ch06_classification.finetune import TrainingResult
 
 DEFAULT_RUNS_DIR = Path("runs")
+# Files that only a training run writes: a folder holding one of them is a run folder.
+RUN_MARKERS = (CHECKPOINT_NAME, "metrics.json")
 # The fingerprints (SHA-256) of the texts a run was trained on; see evaluation.py.
 TRAINING_TEXTS_FILE = "training_texts.json"
 
@@ -25,6 +43,7 @@ def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     """A fresh ``runs/<timestamp>/`` folder (timestamps sort in the order runs were made)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir = Path(runs_dir)
+    tidy_runs(runs_dir)
     run_dir, suffix = runs_dir / stamp, 1
     while run_dir.exists():  # two runs within one second
         suffix += 1
@@ -33,9 +52,85 @@ def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     return run_dir
 
 
+@contextmanager
+def claim_run_dir(
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    needed_bytes: int = 0,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+) -> Iterator[Path]:
+    """Hold a run folder from before training until its run is saved.
+
+    ``None`` makes a new ``runs_dir/<timestamp>/``. Up front, before any long work: the
+    folder is created and a file written there (with ``needed_bytes`` free); one that
+    already holds a run is refused unless ``overwrite``; and while the block runs, any
+    other command that wants to write there is refused (:func:`folder_lock`). A folder
+    made here and left empty, because training failed, is removed again.
+    """
+    created = run_dir is None or not Path(run_dir).exists()
+    run_dir = new_run_dir(runs_dir) if run_dir is None else Path(run_dir)
+    try:
+        ensure_writable_folder(run_dir, needed_bytes)
+        with folder_lock(run_dir):
+            _check_replaceable(run_dir, overwrite)
+            yield run_dir
+    finally:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was saved in the folder made for this run
+
+
+def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
+    """Clear what interrupted commands left in the run folders of ``runs_dir``.
+
+    A run killed while saving leaves a staging folder as large as its checkpoint in a run
+    folder that no later command would visit; it goes, and so does the run folder if
+    nothing else is in it.
+    """
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return
+    for run_dir in runs_dir.iterdir():
+        if run_dir.is_dir() and settle(run_dir):
+            with suppress(OSError):  # not empty after all: another command's, say
+                run_dir.rmdir()
+
+
+def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
+    """About how large a classifier's checkpoint will be: every tensor, or with
+    ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
+    from ch06_classification.classifier import add_classification_head, trained_parameter_names
+    from gpt.model import GPTModel
+
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = add_classification_head(GPTModel(cfg))
+    tensors = model.state_dict()
+    if trained_only is not None:
+        tensors = {name: tensors[name] for name in trained_parameter_names(model, trained_only)}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to put a run where one already is (unless ``overwrite``), or where files
+    that are not a run's would be deleted."""
+    present = [name for name in os.listdir(run_dir) if not is_own_file(name)]
+    if not present:
+        return
+    if not any(name in present for name in RUN_MARKERS):
+        raise UserFacingError(
+            f"{run_dir} holds files but no run ({', '.join(sorted(present)[:3])}, ...): "
+            "choose a new or empty folder for the run"
+        )
+    if not overwrite:
+        raise UserFacingError(
+            f"{run_dir} already holds a run: pass --overwrite to replace it (its evaluations "
+            "and plots go with it), or choose another --run-dir"
+        )
+
+
 def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     """The most recent run folder that holds a finished checkpoint."""
     runs_dir = Path(runs_dir)
+    tidy_runs(runs_dir)
     finished = sorted(
         (path.parent for path in runs_dir.glob(f"*/{CHECKPOINT_NAME}")),
         key=lambda run: (run / CHECKPOINT_NAME).stat().st_mtime,
@@ -104,11 +199,22 @@ def save_training_run(
     history.json, loss and accuracy plots.
 
     ``save_checkpoint=False`` leaves the model out (experiments that only need the figures).
-    """
-    from ch06_classification.plots import plot_values
 
+    The files replace whatever the folder held, together: a run saved over an older one
+    (``--overwrite``) leaves nothing of the old one behind, not even its evaluation, and
+    an interruption while saving leaves the old run as it was.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with replace_together(run_dir, replace_all=True) as staging:
+        _check_replaceable(run_dir, overwrite=True)
+        _write_run_files(result, staging, save_checkpoint)
+    return run_dir
+
+
+def _write_run_files(result: TrainingResult, run_dir: Path, save_checkpoint: bool = True) -> None:
+    from ch06_classification.plots import plot_values
+
     if save_checkpoint:
         save_checkpoint_folder(result.model, result.info, run_dir)
     write_training_texts(run_dir, result.training_texts, result.info.extra)
@@ -141,6 +247,7 @@ def save_training_run(
         history.val_losses,
         label="loss",
         out_dir=run_dir,
+        name="loss",
     )
     epochs = list(range(1, len(history.train_accs) + 1))
     examples_per_epoch = history.examples_seen / max(1, len(epochs))
@@ -151,5 +258,5 @@ def save_training_run(
         history.val_accs,
         label="accuracy",
         out_dir=run_dir,
+        name="accuracy",
     )
-    return run_dir

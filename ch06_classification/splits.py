@@ -14,20 +14,17 @@ Two things are added here:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
-from ch06_classification.datafiles import (
-    CLASS_NAMES,
-    SPLIT_FILES,
-    SPLIT_REPORT,
-    DataError,
-    atomic_output,
-)
+from ch06_classification.datafiles import CLASS_NAMES, SPLIT_FILES, SPLIT_REPORT, DataError
+from ch06_classification.safe_files import replace_together, settle
 
 # The classifier's two outputs: logit 0 is "ham", logit 1 is "spam".
 CLASS_IDS = {name: index for index, name in enumerate(CLASS_NAMES)}
@@ -181,25 +178,116 @@ def write_splits(
     """Split the raw collection ``df``, write the CSVs and the JSON report, return the report.
 
     Same ``df`` and ``seed``, same bytes in every file: the row order is fixed by the
-    seed and nothing time- or machine-dependent is written.
+    seed and nothing time- or machine-dependent is written. The five files replace the
+    previous ones together (an interrupted split leaves the previous split, whole), and
+    the report records each CSV's SHA-256, which :func:`read_split` checks.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     splits = make_splits(df, seed=seed, dedupe=dedupe)
-    for name, split_df in splits._asdict().items():
-        with atomic_output(data_dir / SPLIT_FILES[name]) as path:
-            split_df[["Label", "Text"]].to_csv(path, index=False, lineterminator="\n")
     report = split_report(df, splits, seed=seed, dedupe=dedupe)
-    with atomic_output(data_dir / SPLIT_REPORT) as path:
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with replace_together(data_dir) as staging:
+        for name, split_df in splits._asdict().items():
+            path = staging / SPLIT_FILES[name]
+            split_df[["Label", "Text"]].to_csv(path, index=False, lineterminator="\n")
+        report["files"] = {name: _sha256(staging / name) for name in SPLIT_FILES.values()}
+        text = json.dumps(report, indent=2) + "\n"
+        (staging / SPLIT_REPORT).write_text(text, encoding="utf-8")
     return report
 
 
 def read_split(path: Path) -> pd.DataFrame:
-    """One CSV written by :func:`write_splits`: ``Label`` as int, ``Text`` exactly as written."""
+    """One CSV written by :func:`write_splits`: ``Label`` as int, ``Text`` exactly as written.
+
+    Checked before anyone spends time on it: UTF-8, the ``Label`` and ``Text`` columns,
+    at least one message, labels 0 (ham) or 1 (spam), no empty text, and, where the
+    folder holds a ``split_report.json``, the very file `gpt-spam split` wrote.
+    """
     path = Path(path)
+    settle(path.parent)  # finish an interrupted `gpt-spam split` first
     if not path.is_file():
         raise DataError(
             f"{path} does not exist: run `gpt-spam split` (or scripts/02_split.py) first"
         )
-    return pd.read_csv(path, dtype={"Label": "int64", "Text": str}, keep_default_na=False)
+    raw = path.read_bytes()
+    with _blame(path):
+        _check_against_report(path, raw)
+        return _parse_split(raw)
+
+
+def check_training_splits(data_dir: str | Path) -> None:
+    """Read and check the training, validation and test CSVs before training spends time.
+
+    Beyond what :func:`read_split` checks, the training split must hold both classes:
+    a classifier never shown a spam message cannot learn what spam is.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / SPLIT_FILES["train"]
+    labels = set(read_split(path)["Label"])
+    for name, class_id in CLASS_IDS.items():
+        if class_id not in labels:
+            raise DataError(f"{path}: no {name} message ({class_id}): nothing to learn it from")
+    for name in ("validation", "test"):
+        read_split(data_dir / SPLIT_FILES[name])
+
+
+def _parse_split(raw: bytes) -> pd.DataFrame:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = f"byte {error.start:,} is {raw[error.start]:#04x}"
+        raise DataError(f"not UTF-8 text ({byte})") from None
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError("the file is empty") from None
+    except pd.errors.ParserError as error:
+        raise DataError(f"not a CSV file ({str(error).strip()})") from None
+    missing = [column for column in ("Label", "Text") if column not in df.columns]
+    if missing:
+        found = ", ".join(map(repr, df.columns[:4])) or "none"
+        raise DataError(f"needs the columns 'Label' and 'Text' (found {found})")
+    if df.empty:
+        raise DataError("holds no messages")
+    labels = {str(class_id): class_id for class_id in CLASS_IDS.values()}
+    unknown = ~df["Label"].isin(labels)
+    if unknown.any():
+        row = int(unknown.argmax())
+        raise DataError(
+            f"row {row + 1} has the label {df['Label'].iloc[row]!r}; "
+            f"labels are {', '.join(f'{i} ({name})' for name, i in CLASS_IDS.items())}"
+        )
+    empty = df["Text"] == ""
+    if empty.any():
+        raise DataError(f"row {int(empty.argmax()) + 1} has no text")
+    return pd.DataFrame({"Label": df["Label"].map(labels).astype("int64"), "Text": df["Text"]})
+
+
+def _check_against_report(path: Path, raw: bytes) -> None:
+    """Refuse a CSV that is not the one ``split_report.json`` beside it describes."""
+    report_path = path.parent / SPLIT_REPORT
+    if not report_path.is_file():
+        return  # CSVs of the user's own: nothing to check them against
+    try:
+        recorded = json.loads(report_path.read_text(encoding="utf-8")).get("files", {})
+    except (ValueError, AttributeError):
+        raise DataError(f"{report_path} is damaged: run `gpt-spam split` again") from None
+    expected = recorded.get(path.name)
+    if expected is not None and expected != hashlib.sha256(raw).hexdigest():
+        raise DataError(
+            f"not the file `gpt-spam split` wrote with {SPLIT_REPORT} (changed since?): run "
+            f"`gpt-spam split` again, or delete {report_path} to use CSVs of your own"
+        )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextmanager
+def _blame(path: Path) -> Iterator[None]:
+    """Prefix any :class:`DataError` raised in the block with the file it is about."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from error

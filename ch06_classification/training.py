@@ -43,8 +43,19 @@ def pick_device(requested: str = "auto") -> torch.device:
             raise UserFacingError(
                 f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps"
             ) from None
-        present = {"cuda": torch.cuda.device_count(), "mps": int(torch.backends.mps.is_available())}
-        if device.type in present and (device.index or 0) >= present[device.type]:
+        # How many of each kind this machine has; "meta" and the like hold no data to compute on.
+        xpu = getattr(torch, "xpu", None)
+        present = {
+            "cpu": 1,
+            "cuda": torch.cuda.device_count(),
+            "mps": int(torch.backends.mps.is_available()),
+            "xpu": xpu.device_count() if xpu is not None and xpu.is_available() else 0,
+        }
+        if device.type not in present:
+            raise UserFacingError(
+                f"cannot compute on device {requested!r}: use auto, cpu, cuda, cuda:N or mps"
+            )
+        if (device.index or 0) >= present[device.type]:
             raise UserFacingError(f"device {requested!r} is not available on this machine")
         return device
     if torch.cuda.is_available():

@@ -367,8 +367,6 @@ def test_without_a_trained_run_it_says_what_to_run(
         (["--file", "{csv}"], b"", "is empty"),
         (["--file", "{csv}"], b"Label,Text\n", "has a header but no messages"),
         (["--file", "{csv}"], b"label,message\n0,ok\n", "has no column 'Text'"),
-        (["--device", "nonsense", "ok"], None, "unknown device 'nonsense'"),
-        (["--device", "cuda:99", "ok"], None, "'cuda:99' is not available"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_1(

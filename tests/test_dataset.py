@@ -106,7 +106,7 @@ def test_end_of_text_inside_a_message_is_plain_text(tmp_path: Path, tokenizer) -
 def test_empty_message_is_refused(tmp_path: Path, tokenizer) -> None:
     csv = write_csv(tmp_path / "empty.csv", ["fine", ""], [0, 1])
 
-    with pytest.raises(DataError, match="message 2 is empty"):
+    with pytest.raises(DataError, match="row 2 has no text"):
         SpamDataset(csv, tokenizer)
 
 

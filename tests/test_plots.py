@@ -48,12 +48,13 @@ def legend_texts(axis) -> list[str]:
 # --- Training curves --------------------------------------------------------------------
 
 
-def test_plot_values_saves_png_and_pdf_named_after_label(tmp_path):
+def test_plot_values_saves_the_books_file_name_and_a_png(tmp_path):
+    # The book's plot_values writes f"{label}-plot.pdf".
     paths = plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, label="loss", out_dir=tmp_path)
-    assert paths == [tmp_path / "loss.png", tmp_path / "loss.pdf"]
+    assert paths == [tmp_path / "loss-plot.png", tmp_path / "loss-plot.pdf"]
     assert_png(paths[0])
     assert_pdf(paths[1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.pdf", "loss.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss-plot.pdf", "loss-plot.png"]
 
 
 def test_plot_values_name_overrides_file_name_and_creates_folder(tmp_path):
@@ -95,9 +96,11 @@ def test_values_figure_rejects_series_of_different_lengths():
 def test_running_twice_overwrites_cleanly(tmp_path):
     first = [
         p.read_bytes()
-        for p in plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, out_dir=tmp_path)
+        for p in plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, out_dir=tmp_path, name="loss")
     ]
-    second_paths = plot_values(EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS, out_dir=tmp_path)
+    second_paths = plot_values(
+        EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS, out_dir=tmp_path, name="loss"
+    )
     # The new curves replaced the old ones; no temporary or extra files are left.
     assert second_paths[0].read_bytes() != first[0]
     assert_png(second_paths[0])
@@ -106,7 +109,7 @@ def test_running_twice_overwrites_cleanly(tmp_path):
 
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, out_dir=tmp_path)
+    plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, out_dir=tmp_path, name="loss")
     old_png = (tmp_path / "loss.png").read_bytes()
 
     def write_half_then_fail(self, file, **kwargs):
@@ -115,7 +118,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
 
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        plot_values(EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS, out_dir=tmp_path)
+        plot_values(EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS, out_dir=tmp_path, name="loss")
     assert (tmp_path / "loss.png").read_bytes() == old_png
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.pdf", "loss.png"]
 

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_problem,
     )
     from ch06_classification.runs import find_run
+    from ch06_classification.safe_files import ensure_writable_folder, folder_lock
 
     require(
         run_problem(args.run_dir),
@@ -57,14 +58,17 @@ def run(args: argparse.Namespace) -> int:
     )
     run_dir = find_run(args.run_dir)
     require(evaluated_problem(run_dir, args.data_dir, args.threshold, args.overwrite))
-    print(f"Evaluating {run_dir}/")
-    evaluate_run(
-        run_dir,
-        args.data_dir,
-        args.device,
-        args.batch_size,
-        args.threshold,
-        overwrite=args.overwrite,
-        weights_dir=args.weights_dir,
-    )
+    folder = run_dir.parent if run_dir.is_file() else run_dir  # --run-dir may name the file
+    ensure_writable_folder(folder)  # before the work, not after it
+    with folder_lock(folder):  # no training or other evaluation may write there meanwhile
+        print(f"Evaluating {run_dir}/")
+        evaluate_run(
+            run_dir,
+            args.data_dir,
+            args.device,
+            args.batch_size,
+            args.threshold,
+            overwrite=args.overwrite,
+            weights_dir=args.weights_dir,
+        )
     return 0

@@ -8,6 +8,7 @@ Each ``add_*`` function declares a group of options on a parser; a step's parser
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +85,7 @@ def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
+        type=device_name,
         default="auto",
         help="auto (CUDA, then Apple MPS, then CPU), or e.g. cpu, cuda:1 (default: %(default)s)",
     )
@@ -227,19 +229,22 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
-        "--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)"
+        "--lr",
+        type=positive_float,
+        default=defaults.lr,
+        help="AdamW learning rate, above 0 (default: %(default)s)",
     )
     parser.add_argument(
         "--weight-decay",
-        type=float,
+        type=non_negative_float,
         default=defaults.weight_decay,
-        help="AdamW weight decay (default: %(default)s)",
+        help="AdamW weight decay, 0 or more (default: %(default)s)",
     )
     parser.add_argument(
         "--drop-rate",
-        type=float,
+        type=dropout_rate,
         default=defaults.drop_rate,
-        help="dropout probability in the model (default: %(default)s)",
+        help="dropout probability in the model, from 0 to below 1 (default: %(default)s)",
     )
     parser.add_argument(
         "--eval-freq",
@@ -292,13 +297,15 @@ def option_arguments(
 
 
 def context_length(value: str) -> str | int:
-    """An argparse type: ``longest``, ``model`` or a number of tokens."""
+    """An argparse type: ``longest``, ``model`` or a number of tokens (at least 1)."""
     if value in ("longest", "model"):
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("use 'longest', 'model' or a number of tokens") from None
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"use 'longest', 'model' or a number of tokens of at least 1, not {value!r}"
+        ) from None
 
 
 def add_classifying_options(parser: argparse.ArgumentParser) -> None:
@@ -337,3 +344,50 @@ def probability(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value!r}")
     return number
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a number greater than 0."""
+    number = _float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 0, not {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type: a number of at least 0."""
+    number = _float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {value!r}")
+    return number
+
+
+def dropout_rate(value: str) -> float:
+    """An argparse type: a probability of dropping, from 0 up to but not including 1."""
+    number = _float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, not {value!r}")
+    return number
+
+
+def device_name(value: str) -> str:
+    """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
+    if value == "auto":
+        return value  # decided when the command runs; --help need not load PyTorch
+    from ch06_classification.training import pick_device
+    from gpt.errors import UserFacingError
+
+    try:
+        pick_device(value)
+    except UserFacingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _float(value: str) -> float:
+    """``value`` as a finite number, or NaN (which every range check refuses)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")

@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser)
     add_run_dir_option(parser, reading=False)
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace the run already in --run-dir, with its evaluations and plots "
+            "(default: refuse to)"
+        ),
+    )
+    parser.add_argument(
         "--full-checkpoint",
         action="store_true",
         help=(
@@ -88,15 +96,21 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_problem,
         weights_problem,
     )
-    from ch06_classification.runs import new_run_dir, save_training_run
+    from ch06_classification.runs import checkpoint_bytes, claim_run_dir, save_training_run
+    from gpt.config import get_config
 
     require(
         splits_problem(args.data_dir),
         weights_problem(args.model, args.weights, args.weights_dir),
         tokenizer_problem(),
     )
-    result = fine_tune(settings_from_args(args))
-    run_dir = save_training_run(result, args.run_dir or new_run_dir())
+    # The run folder is claimed before training, so that a folder that is in use, already
+    # holds a run, cannot be written or has no room is found now, not after the work.
+    stored = None if args.full_checkpoint else args.trainable_layers
+    needed = checkpoint_bytes(get_config(args.model), stored) + 10 * 1024**2  # + metrics, plots
+    with claim_run_dir(args.run_dir, args.overwrite, needed) as run_dir:
+        result = fine_tune(settings_from_args(args))
+        save_training_run(result, run_dir)
     stored = "every tensor" if result.info.stored == "full" else "the trained tensors"
     size = (run_dir / CHECKPOINT_NAME).stat().st_size / 1e6
     print(

@@ -1,0 +1,99 @@
+"""Helpers for the fault tests: a tiny model for `gpt-spam train`, processes that hold a
+folder or die mid-write, and a view of what a folder holds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ch06_classification import finetune
+from tests.run_cli import ROOT
+from tests.synthetic_splits import write_synthetic_splits
+
+TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4}
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gpt2-small's vocabulary and context, but 2 blocks 32 wide: `train` takes a second."""
+    build = finetune.build_classifier
+    monkeypatch.setattr(
+        finetune, "build_classifier", lambda *args, **kwargs: build(*args, **{**kwargs, **TINY})
+    )
+
+
+def synthetic_data(data_dir: Path) -> Path:
+    """Train/validation/test CSVs, plus a realistic set (a copy of test) for `evaluate`."""
+    write_synthetic_splits(data_dir)
+    shutil.copyfile(data_dir / "test.csv", data_dir / "test_realistic.csv")
+    return data_dir
+
+
+def train_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--weights",
+        "random",
+        "--epochs",
+        "1",
+        *extra,
+    ]
+
+
+def collection_frame() -> pd.DataFrame:
+    """300 ham and 60 spam messages shaped like ``read_sms_spam``'s output."""
+    ham = [("ham", f"see you at {i}") for i in range(300)]
+    spam = [("spam", f"WIN prize {i}, call now") for i in range(60)]
+    return pd.DataFrame(ham + spam, columns=["Label", "Text"])
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file in ``folder`` (hidden ones included) and its bytes."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
+
+
+def python(code: str, *args: str | Path, **popen: object) -> subprocess.Popen:
+    """Start ``python -c code args`` with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env, **popen
+    )
+
+
+HOLD_FOLDER = """
+    import sys, time
+    from ch06_classification.safe_files import folder_lock
+    with folder_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(120)
+"""
+
+
+class FolderHolder:
+    """Another process holding ``folder_lock`` on a folder, as a running command does."""
+
+    def __init__(self, folder: Path) -> None:
+        self.process = python(HOLD_FOLDER, folder, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "held"
+
+    def kill(self) -> None:
+        self.process.kill()  # SIGKILL: nothing runs on the way out
+        self.process.wait()
+
+    def __enter__(self) -> FolderHolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()

@@ -1,0 +1,208 @@
+"""Bad inputs: malformed split CSVs, zip bombs, messages longer than the model's context.
+
+Each is refused (one line naming the file and the problem) where it is read, before any
+expensive work, or, for long messages, cut to fit with a count in the log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from ch06_classification import download, finetune
+from ch06_classification.cli import main
+from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.download import download_sms_spam
+from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.splits import read_split
+from tests.faults import TINY, contents, synthetic_data
+from tests.sms_data import synthetic_collection, zip_archive
+
+# --- Split CSVs -----------------------------------------------------------------------------
+
+BAD_CSVS = {
+    "missing column": (b"Label,Message\n0,hi\n", "needs the columns 'Label' and 'Text'"),
+    "empty file": (b"", "the file is empty"),
+    "header only": (b"Label,Text\n", "holds no messages"),
+    "label 2": (b"Label,Text\n0,hi\n2,there\n", "row 2 has the label '2'"),
+    "label maybe": (b"Label,Text\nmaybe,hi\n", "row 1 has the label 'maybe'"),
+    "not UTF-8": (b"Label,Text\n0,caf\xe9\n", "not UTF-8 text (byte 16 is 0xe9)"),
+    "empty text": (b'Label,Text\n0,hi\n1,""\n', "row 2 has no text"),
+    "not a CSV": (b'Label,Text\n0,"never closed\n', "not a CSV file"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CSVS)
+def test_bad_split_csv_is_one_error_naming_the_file(tmp_path: Path, case: str) -> None:
+    raw, problem = BAD_CSVS[case]
+    path = tmp_path / "train.csv"
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as error:
+        read_split(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert problem in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_folder_instead_of_a_split_csv(tmp_path: Path) -> None:
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(DataError, match=r"train\.csv does not exist"):
+        read_split(tmp_path / "train.csv")
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_train_refuses_bad_data_before_building_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, split: str
+) -> None:
+    data = synthetic_data(tmp_path / "data")
+    (data / f"{split}.csv").write_bytes(b"Label,Text\n0,fine\n1,\xff\xfe\n")
+    monkeypatch.setattr(finetune, "build_classifier", _must_not_run)
+
+    args = ["--data-dir", str(data), "--run-dir", str(tmp_path / "run"), "--weights", "random"]
+    assert main(["train", *args]) == 1
+
+    error = capsys.readouterr().err
+    assert (
+        error
+        == f"gpt-spam train: error: {data / f'{split}.csv'}: not UTF-8 text (byte 20 is 0xff)\n"
+    )
+    assert not (tmp_path / "run").exists()  # the folder claimed for the run is given back
+
+
+def test_train_refuses_a_training_split_without_spam(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = synthetic_data(tmp_path / "data")
+    (data / "train.csv").write_text("Label,Text\n0,see you\n0,lunch?\n")
+    monkeypatch.setattr(finetune, "build_classifier", _must_not_run)
+    with pytest.raises(DataError, match=r"train.csv: no spam message \(1\)"):
+        fine_tune(TrainingSettings(data_dir=str(data), weights="random"))
+
+
+def _must_not_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("expensive work started before the data was checked")
+
+
+# --- The dataset source: zip bombs and oversized files ---------------------------------------
+
+
+def zip_bomb(path: Path, unpacked_bytes: int) -> Path:
+    """A small archive whose SMSSpamCollection member unpacks to ``unpacked_bytes``."""
+    chunk = b"ham\t" + b"a" * (1024**2 - 5) + b"\n"  # 1 MiB
+    with (
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("SMSSpamCollection", "w") as member,
+    ):
+        for _ in range(unpacked_bytes // len(chunk)):
+            member.write(chunk)
+    return path
+
+
+def test_zip_bomb_is_refused_by_its_declared_size_before_unpacking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = zip_bomb(tmp_path / "bomb.zip", 64 * 1024**2)
+    assert bomb.stat().st_size < 1024**2  # 64 MiB in under 1 MiB
+    written = []
+    open_file = Path.open
+
+    def watched_open(self: Path, mode: str = "r", *args: object, **kwargs: object):
+        if "w" in mode:
+            written.append(self)
+        return open_file(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", watched_open)
+    with pytest.raises(DataError, match=r"67,108,864 bytes or more of text.*zip bomb"):
+        download_sms_spam(tmp_path / "data", source=bomb, urls=[])
+    assert written == []  # refused before a byte was unpacked
+    assert contents(tmp_path / "data") == {}
+
+
+def test_zip_bomb_that_lies_about_its_size_is_stopped_while_streaming(tmp_path: Path) -> None:
+    bomb = zip_bomb(tmp_path / "bomb.zip", 32 * 1024**2)
+    # Patch the declared size (local header and central directory) down to 1 kB.
+    raw = bytearray(bomb.read_bytes())
+    with zipfile.ZipFile(bomb) as archive:
+        info = archive.getinfo("SMSSpamCollection")
+    declared = info.file_size.to_bytes(4, "little")
+    assert raw.count(declared) == 2
+    raw = raw.replace(declared, (1000).to_bytes(4, "little"))
+    bomb.write_bytes(bytes(raw))
+
+    with pytest.raises(DataError) as error:
+        download_sms_spam(tmp_path / "data", source=bomb, urls=[])
+    assert str(error.value).startswith(f"{bomb}: ")
+    assert contents(tmp_path / "data") == {}
+
+
+@pytest.mark.parametrize("where", ["source", "data folder"])
+def test_oversized_plain_collection_is_refused_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    big = tmp_path / "big.tsv"
+    with big.open("wb") as file:
+        file.truncate(download.MAX_COLLECTION_BYTES + 1)  # sparse: costs no disk
+    monkeypatch.setattr(download, "_parse_tsv", _must_not_run)
+    if where == "source":
+        with pytest.raises(DataError, match="8,388,609 bytes or more of text"):
+            download_sms_spam(tmp_path / "data", source=big, urls=[])
+    else:
+        data = tmp_path / "data"
+        data.mkdir()
+        shutil.move(big, data / SMS_SPAM_TSV)
+        with pytest.raises(DataError, match=f"{SMS_SPAM_TSV}: 8,388,609 bytes or more"):
+            download.load_sms_spam(data)
+
+
+def test_the_real_sized_collection_is_well_within_the_cap(tmp_path: Path) -> None:
+    source = tmp_path / "sms.zip"
+    source.write_bytes(zip_archive({"SMSSpamCollection": synthetic_collection()}))
+    assert download_sms_spam(tmp_path / "data", source=source, urls=[]).is_file()
+
+
+# --- Messages longer than the model's context ----------------------------------------------
+
+
+def test_messages_longer_than_the_context_are_cut_with_a_count(tmp_path: Path) -> None:
+    data = synthetic_data(tmp_path / "data")
+    with (data / "train.csv").open("a") as file:
+        file.write("1," + "WIN " * 40 + "\n")  # 80 tokens, the model reads 32
+    with (data / "test.csv").open("a") as file:
+        file.write("0," + "lunch " * 50 + "\n")
+    lines: list[str] = []
+
+    result = fine_tune(
+        TrainingSettings(
+            data_dir=str(data),
+            weights="random",
+            epochs=1,
+            context_length="longest",
+            config_overrides={**TINY, "context_length": 32},
+        ),
+        log=lines.append,
+    )
+
+    assert result.info.max_length == 32
+    assert "Cut 1 training / 0 validation / 1 test messages longer than 32 tokens" in "\n".join(
+        lines
+    )
+
+
+def test_the_longest_message_is_capped_at_the_models_context(tmp_path: Path, tokenizer) -> None:
+    from ch06_classification.dataset import SpamDataset
+
+    texts = ["see you", "WIN cash " * 30, "lunch at one?"]
+    csv = tmp_path / "train.csv"
+    csv.write_text("Label,Text\n" + "".join(f"{i % 2},{text}\n" for i, text in enumerate(texts)))
+    sizes = [len(tokenizer.encode(text)) for text in texts]
+    assert sizes[1] > 16 > max(sizes[0], sizes[2])
+
+    uncapped = SpamDataset(csv, tokenizer)
+    capped = SpamDataset(csv, tokenizer, context_length=16)
+
+    assert uncapped.max_length == sizes[1] and uncapped.num_truncated == 0
+    assert capped.max_length == 16 and capped.num_truncated == 1
+    assert capped.lengths.tolist() == [sizes[0], 16, sizes[2]]
+    assert capped.encoded_texts[1] == tokenizer.encode(texts[1])[:16]
