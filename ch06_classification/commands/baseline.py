@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ch06_classification.commands.options import add_data_dir_option, probability
+from ch06_classification.commands.options import add_data_dir_option, add_threshold_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,12 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=list(BASELINES),
         help="which baselines to run (default: all)",
     )
-    parser.add_argument(
-        "--threshold",
-        type=probability,
-        default=0.5,
-        help="spam when the spam probability is at least this (default: %(default)s)",
-    )
+    add_threshold_option(parser)
     parser.add_argument(
         "--out-dir",
         type=Path,

@@ -308,14 +308,19 @@ def context_length(value: str) -> str | int:
         ) from None
 
 
-def add_classifying_options(parser: argparse.ArgumentParser) -> None:
-    """``--threshold`` and ``--batch-size``: how a trained model classifies messages."""
+def add_threshold_option(parser: argparse.ArgumentParser) -> None:
+    """``--threshold``: the spam probability from which a message is called spam."""
     parser.add_argument(
         "--threshold",
         type=probability,
         default=0.5,
         help="spam when the spam probability is at least this (default: %(default)s)",
     )
+
+
+def add_classifying_options(parser: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--batch-size``: how a trained model classifies messages."""
+    add_threshold_option(parser)
     parser.add_argument(
         "--batch-size",
         type=positive_int,
