@@ -8,8 +8,6 @@ with the same metrics as ``gpt-spam evaluate``:
   usual strong baseline for short texts; it trains in seconds on a CPU.
 - ``majority``: always the most frequent training class; its accuracy is the floor any
   classifier must beat (50 % on the balanced splits, 86.6 % on the realistic set).
-
-scikit-learn is an optional dependency: ``pip install "gpt-spam[baseline]"``.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from typing import Any
 
 from ch06_classification.datafiles import SPLIT_FILES
 from ch06_classification.splits import read_split
-from gpt.errors import UserFacingError
 
 BASELINES = {
     "tfidf": "TF-IDF (word + character n-grams) + logistic regression",
@@ -32,16 +29,12 @@ BASELINES = {
 
 def make_baseline(kind: str, seed: int = 123) -> Any:
     """An unfitted scikit-learn model with ``fit(texts, labels)`` and ``predict_proba``."""
-    try:
-        from sklearn.dummy import DummyClassifier
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline, make_union
-    except ImportError:
-        raise UserFacingError(
-            "the baselines need scikit-learn: pip install 'gpt-spam[baseline]' "
-            "(or pip install scikit-learn)"
-        ) from None
+    # Imported here: scikit-learn takes a second to import and only this step needs it.
+    from sklearn.dummy import DummyClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
     if kind == "majority":
         return DummyClassifier(strategy="most_frequent")
     if kind == "tfidf":

@@ -17,8 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train TF-IDF (word and character n-grams) + logistic regression and a "
             "majority-class dummy on the training split, and measure them on the same sets "
-            "with the same metrics as `gpt-spam evaluate`. Needs scikit-learn "
-            "(pip install 'gpt-spam[baseline]'). Seconds on a CPU."
+            "with the same metrics as `gpt-spam evaluate`. Seconds on a CPU."
         ),
     )
     add_data_dir_option(parser)
