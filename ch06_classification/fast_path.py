@@ -145,9 +145,7 @@ def last_position_block(
     associativity of matrix products) to avoid projecting every token to a key and a value:
 
     - score of token n = q . (W_k x_n + b_k) = (W_k^T q) . x_n + q . b_k: fold the key
-      projection into the one query instead (q . b_k is the same for every n, which
-      softmax ignores, but it is kept so the key bias gets its gradient, zero, as in the
-      full block, and the optimizer treats it alike);
+      projection into the one query instead;
     - output = sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v (the weights a_n sum
       to 1): average the tokens first, then project the one average.
 
@@ -155,34 +153,53 @@ def last_position_block(
     O(tokens x emb) per head instead of O(tokens x emb^2). The residuals, the feed-forward
     and the norms run at the classified position only. Assumes dropout 0 (the fast path's
     condition). x: [batch, tokens, emb] -> [batch, emb].
+
+    Why the key bias term ``q . b_k`` is kept although it cannot change the result: it is
+    the same for every token n, and softmax is shift-invariant, so the true gradient of
+    ``W_key.bias`` is exactly zero. Dropping the term would leave ``W_key.bias.grad`` as
+    None instead of zero, and AdamW skips parameters without a gradient, including its
+    decoupled weight decay, which shrinks every parameter that has one, even a zero one.
+    The reference path would then decay the key bias and the fast path would not, and the
+    two would drift apart. Keeping the term gives the bias its (zero) gradient, so the
+    optimizer treats it exactly as in the full block.
     """
     att = block.att
     batch, num_tokens, emb_dim = x.shape
     heads, head_dim = att.num_heads, att.head_dim
     rows = torch.arange(batch, device=x.device)
 
-    normed = block.norm1(x)  # [batch, tokens, emb]
-    x_at = x[rows, positions]  # [batch, emb]: the only position whose output is read
-    query = att.W_query(normed[rows, positions]).view(batch, heads, head_dim)
-    key_weight = att.W_key.weight.reshape(heads, head_dim, emb_dim)
-    value_weight = att.W_value.weight.reshape(heads, head_dim, emb_dim)
+    # Shapes: B batch, T tokens, E emb_dim, nh heads, hs head_dim (nh * hs == E).
+    normed = block.norm1(x)  # (B, T, E)
+    x_at = x[rows, positions]  # (B, E): the only position whose output is read
+    query = att.W_query(normed[rows, positions]).view(batch, heads, head_dim)  # (B, nh, hs)
+    # nn.Linear stores its weight as [out_features, in_features] = (E, E) and computes
+    # x @ weight.T, so output feature o is row o. The full block splits the output features
+    # into heads as (nh, hs), head h taking the contiguous rows h*hs .. (h+1)*hs-1; viewing
+    # the weight as (nh, hs, E) therefore gives each head its own (hs, E) projection.
+    key_weight = att.W_key.weight.reshape(heads, head_dim, emb_dim)  # (nh, hs, E)
+    value_weight = att.W_value.weight.reshape(heads, head_dim, emb_dim)  # (nh, hs, E)
 
-    folded_query = torch.einsum("bhd,hde->bhe", query, key_weight)  # W_k^T q, per head
+    # W_k^T q, per head: (B, nh, hs) x (nh, hs, E) -> (B, nh, E)
+    folded_query = torch.einsum("bhd,hde->bhe", query, key_weight)
+    # (W_k^T q) . x_n for every token n: (B, nh, E) x (B, T, E) -> (B, nh, T)
     scores = torch.einsum("bhe,bte->bht", folded_query, normed)
-    if att.W_key.bias is not None:
+    if att.W_key.bias is not None:  # q . b_k: (B, nh, 1), kept for the gradient (docstring)
         scores = scores + (query * att.W_key.bias.view(heads, head_dim)).sum(-1, keepdim=True)
     scores = scores / head_dim**0.5
     if att.causal:  # the causal mask seen from the classified position: tokens 0..position
-        visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)
+        visible = torch.arange(num_tokens, device=x.device) <= positions.unsqueeze(1)  # (B, T)
         scores = scores.masked_fill(~visible.unsqueeze(1), float("-inf"))
-    weights = torch.softmax(scores, dim=-1)  # [batch, heads, tokens]
-    average = torch.einsum("bht,bte->bhe", weights, normed)  # sum_n a_n x_n, per head
+    weights = torch.softmax(scores, dim=-1)  # (B, nh, T): the a_n
+    # sum_n a_n x_n, per head: (B, nh, T) x (B, T, E) -> (B, nh, E)
+    average = torch.einsum("bht,bte->bhe", weights, normed)
+    # W_v (sum_n a_n x_n), per head: (B, nh, E) x (nh, hs, E) -> (B, nh, hs)
     context = torch.einsum("bhe,hde->bhd", average, value_weight)
     if att.W_value.bias is not None:
-        context = context + att.W_value.bias.view(heads, head_dim)
+        context = context + att.W_value.bias.view(heads, head_dim)  # (B, nh, hs)
 
-    hidden = x_at + att.out_proj(context.reshape(batch, emb_dim))
-    return hidden + block.ff(block.norm2(hidden))
+    # Heads side by side, as the full block's transpose-and-view does: (B, nh, hs) -> (B, E)
+    hidden = x_at + att.out_proj(context.reshape(batch, emb_dim))  # (B, E)
+    return hidden + block.ff(block.norm2(hidden))  # (B, E)
 
 
 def logits_at(model: GPTModel, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

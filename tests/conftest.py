@@ -90,3 +90,12 @@ def gpt2_small_checkpoint(tmp_path_factory):
     hf_model = hf_gpt2(get_config("gpt2-small"), seed=1)
     folder = tmp_path_factory.mktemp("gpt2-small")
     return hf_model, write_openai_checkpoint(hf_model, folder / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random classifier saved as a run's ``model.safetensors`` (see
+    ``tests/tiny_classifier.py``), written once per test module that asks for it."""
+    from tests.tiny_classifier import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))

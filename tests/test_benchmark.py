@@ -1,34 +1,74 @@
-"""The benchmark's arithmetic (its timings are measured by running it, not by tests)."""
+"""The benchmark's arithmetic (its timings are measured by running it, not by tests).
+
+The expected counts come from elsewhere than the formulas under test: from PyTorch's own
+``FlopCounterMode``, which counts the matrix multiplications a forward pass really runs, or
+from hand arithmetic for a tiny configuration.
+"""
 
 from __future__ import annotations
 
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
 from ch06_classification.benchmark import block_flops, fast_path_flops
+from ch06_classification.fast_path import last_position_block
+from gpt.config import GPTConfig
+from gpt.model import TransformerBlock
+
+EMB, HEADS = 4, 2
+CONFIG = GPTConfig(vocab_size=8, context_length=8, emb_dim=EMB, n_heads=HEADS, n_layers=1)
 
 
-def test_block_flops_counts_weights_and_attention():
+def counted_flops(run) -> int:
+    """FLOPs of the matrix multiplications ``run()`` performs, as PyTorch counts them."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        run()
+    return counter.get_total_flops()
+
+
+def test_block_flops_matches_pytorchs_count_of_a_block():
+    torch.manual_seed(0)
+    # The manual attention, whose two products PyTorch counts (its counter does not know
+    # the CPU's fused attention kernel); the fused one computes the same products.
+    block = TransformerBlock(GPTConfig(**{**CONFIG.to_dict(), "implementation": "manual"}))
+    x = torch.randn(1, 3, EMB)
+    # The full block computes every one of the 3 x 3 scores (the mask only hides some).
+    assert block_flops(tokens=3, attended=9, emb_dim=EMB) == counted_flops(lambda: block(x))
+
+
+def test_block_flops_by_hand():
     # 3 tokens, emb 4: 2 * 3 * 12 * 16 = 1152 for the weights; 6 attended pairs: 2*2*6*4 = 96
     assert block_flops(tokens=3, attended=6, emb_dim=4) == 1152 + 96
 
 
-def test_fast_path_flops_by_hand():
-    d, heads = 4, 2
+def test_fast_path_flops_match_pytorchs_count_of_the_top():
+    torch.manual_seed(0)
+    block = TransformerBlock(CONFIG)
+    head = nn.Linear(EMB, 2, bias=False)  # the classification head: 2 classes
+
+    def top_forward(lengths: list[int]) -> int:
+        """Counted FLOPs of the trained top on one batch, padded to its longest message."""
+        x = torch.randn(len(lengths), max(lengths), EMB)
+        positions = torch.tensor(lengths) - 1
+        return counted_flops(lambda: head(last_position_block(block, x, positions)))
+
     work = fast_path_flops(
         distinct_lengths=[2, 3],
         train_batches=[[2, 3]],
         eval_batches_per_epoch=1,
         final_batches=[[2, 3], [2]],
         frozen_blocks=2,
-        emb_dim=d,
-        n_heads=heads,
+        emb_dim=EMB,
+        n_heads=HEADS,
         epochs=3,
     )
-    # prefix: 2 blocks x (length 2: 2*2*12*16 + 4*3*4 = 768 + 48; length 3: 1152 + 96)
+    # prefix: 2 blocks x (length 2: 2*2*12*16 + 4*3*4 = 768 + 48; length 3: 1152 + 96),
+    # counting only the causal mask's visible pairs (3 for length 2, 6 for length 3)
     assert work["prefix"] == 2 * (816 + 1248)
-
-    def per_message(width):  # 12 d^2 weights, scores + averages per head, the 2-way head
-        return 2 * 12 * d**2 + 2 * 2 * heads * width * d + 2 * d * 2
-
-    batch = 2 * per_message(3)  # two messages, padded width 3
-    # per epoch: forward + backward (3x forward) of the batch, plus one evaluation batch
+    batch = top_forward([2, 3])
+    # per epoch: forward + backward (counted as 2x forward) of the one training batch, plus
+    # one evaluation batch, counted as the average training batch's forward
     assert work["training"] == 3 * (3 * batch + batch)
-    assert work["final"] == batch + per_message(2)
+    assert work["final"] == batch + top_forward([2])

@@ -15,11 +15,6 @@ LONG_MESSAGE = "Congratulations! " * 200  # far longer than the context, 32 toke
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
-
-
-@pytest.fixture(scope="module")
 def classifier(checkpoint: Path) -> SpamClassifier:
     return SpamClassifier.from_checkpoint(checkpoint, device="cpu", batch_size=3)
 

@@ -53,16 +53,19 @@ def test_loader_averages_and_accuracy_on_hand_computed_batches():
     assert calc_loss_loader([], model, device) != calc_loss_loader([], model, device)  # NaN
 
 
-def test_pick_device():
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert pick_device("auto") == torch.device(expected)
+    assert pick_device() == torch.device(expected)  # "auto" is the default
+
+
+def test_a_named_device_is_taken_as_named():
     assert pick_device("cpu") == torch.device("cpu")
-    expected = (
-        "cuda"
-        if torch.cuda.is_available()
-        else "mps"
-        if torch.backends.mps.is_available()
-        else "cpu"
-    )
-    assert pick_device("auto").type == expected
 
 
 @pytest.fixture(scope="module")
