@@ -23,6 +23,7 @@ import requests
 from tqdm import tqdm
 
 from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.prerequisites import option
 from ch06_classification.safe_files import (
     atomic_output,
     ensure_writable_folder,
@@ -255,8 +256,8 @@ def _install_from_urls(urls: Sequence[str], target: Path, keep_archive: Path | N
     tried = "; ".join(failures) if failures else "no URLs to try"
     raise DataError(
         f"could not get the SMS Spam Collection ({tried}). To work offline, download "
-        f"sms_spam_collection.zip yourself from {UCI_URL} and pass it with --sms-source PATH "
-        f"or {SOURCE_ENV_VAR}=PATH"
+        f"sms_spam_collection.zip yourself from {UCI_URL} and pass it with "
+        f"{option('--sms-source PATH')} or {SOURCE_ENV_VAR}=PATH"
     )
 
 

@@ -208,8 +208,9 @@ def test_bad_download_is_refused_and_leaves_no_file(
 
 
 def test_every_source_failing_is_one_error_naming_each_url_and_the_way_out(
-    tmp_path: Path, http_server: LocalServer
+    tmp_path: Path, http_server: LocalServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MAKELEVEL", raising=False)  # `make test` sets it
     urls = [closed_port_url(), http_server.url("/gone.zip")]
 
     with pytest.raises(DataError) as raised:
@@ -220,7 +221,16 @@ def test_every_source_failing_is_one_error_naming_each_url_and_the_way_out(
     assert f"{urls[0]}: could not connect" in message
     assert f"{urls[1]}: HTTP 404" in message
     assert "--sms-source PATH" in message and "SMS_SPAM_SOURCE" in message
+    assert 'ARGS="' not in message
     assert files_in(tmp_path) == []
+
+
+def test_under_make_the_way_out_is_written_as_make_args(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAKELEVEL", "1")  # run by `make pipeline`: options go in ARGS="..."
+    with pytest.raises(DataError, match='ARGS="--sms-source PATH"'):
+        download_sms_spam(tmp_path, urls=[closed_port_url()])
 
 
 def test_member_names_never_choose_where_files_go(tmp_path: Path) -> None:
