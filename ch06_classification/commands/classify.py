@@ -34,6 +34,7 @@ from ch06_classification.commands.options import (
     add_base_weights_option,
     add_classifying_options,
     add_device_option,
+    add_precision_option,
     add_run_dir_option,
 )
 from ch06_classification.messages import (
@@ -110,6 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='one JSON object per line: {"text", "label", "spam_probability"}',
     )
     add_device_option(parser)
+    add_precision_option(parser, auto=True)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.checkpoint import read_classifier_info
     from ch06_classification.devices import pick_device
     from ch06_classification.inference import SpamClassifier
+    from ch06_classification.precision import set_classifier_precision
     from ch06_classification.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.runs import find_run
 
@@ -144,6 +147,15 @@ def run(args: argparse.Namespace) -> int:
     for report in refused:
         print(f"{PROG}: error: {report}", file=sys.stderr)
     if kept:
+        choice = set_classifier_precision(
+            classifier,
+            args.precision,
+            sum(map(len, encoded)),
+            checkpoint.parent if checkpoint.is_file() else checkpoint,
+            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
+        )
+        if args.precision == "auto" and choice.weighed:  # what auto chose, and why
+            print(f"{PROG}: {choice.describe()}", file=sys.stderr)
         batches = math.ceil(len(encoded) / args.batch_size)
         progress = show_progress(batches) if args.progress is None else args.progress
         spam_probabilities = classifier.predict_proba_encoded(encoded, progress)[:, 1]
