@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ch06_classification.batching import batches_by_length, pad_right
 from ch06_classification.classifier import classified_positions, first_trainable_block
 from ch06_classification.dataset import SpamDataset
-from ch06_classification.training import autocast
+from ch06_classification.devices import autocast
 from gpt.model import GPTModel, TransformerBlock
 
 

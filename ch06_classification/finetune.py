@@ -27,6 +27,7 @@ from ch06_classification.classifier import (
     trained_parameter_names,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
+from ch06_classification.devices import autocast, pick_device
 from ch06_classification.fast_path import (
     classified_sequences,
     fast_path_unavailable_reason,
@@ -36,10 +37,8 @@ from ch06_classification.metrics import binary_metrics
 from ch06_classification.splits import check_training_splits
 from ch06_classification.training import (
     TrainingHistory,
-    autocast,
     collect_logits,
     make_optimizer,
-    pick_device,
     train_classifier_simple,
 )
 from gpt.errors import UserFacingError

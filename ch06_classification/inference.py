@@ -27,8 +27,8 @@ from ch06_classification.checkpoint import (
 )
 from ch06_classification.classifier import DISPLAY_NAMES, LABELS, needs_fixed_padding
 from ch06_classification.dataset import encode_message
+from ch06_classification.devices import autocast, pick_device
 from ch06_classification.fast_path import classify_logits
-from ch06_classification.training import autocast, pick_device
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
 from gpt.model import GPTModel

@@ -393,7 +393,7 @@ def device_name(value: str) -> str:
     """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
     if value == "auto":
         return value  # decided when the command runs; --help need not load PyTorch
-    from ch06_classification.training import pick_device
+    from ch06_classification.devices import pick_device
     from gpt.errors import UserFacingError
 
     try:
