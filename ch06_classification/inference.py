@@ -18,6 +18,7 @@ import numpy as np
 import tiktoken
 import torch
 
+from ch06_classification.batching import batches_by_length, pad_right
 from ch06_classification.checkpoint import (
     ClassifierInfo,
     load_classifier,
@@ -227,24 +228,23 @@ class SpamClassifier:
         if any(len(ids) == 0 for ids in encoded):
             # With no real token, the "flexible" position would be -1: there is nothing to read.
             raise EmptyMessageError("a message has no tokens")
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float64)
         info = self.info
         # E.g. the book's `last` token needs its padding (see needs_fixed_padding).
         fixed = needs_fixed_padding(
             info.token_position, self.model.cfg.causal, info.average_embeddings
         )
-        starts = range(0, len(order), self.batch_size)
+        batches = batches_by_length([len(ids) for ids in encoded], batch_size=self.batch_size)
         if progress:
             from tqdm import tqdm  # imported only when shown: a quick classify needs none
 
-            starts = tqdm(starts, desc="Classifying", unit="batch", leave=False)
-        for start in starts:
-            chunk = order[start : start + self.batch_size]
-            width = self.max_tokens if fixed else max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), self.info.pad_token_id, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            batches = tqdm(batches, desc="Classifying", unit="batch", leave=False)
+        for chunk in batches:
+            ids = pad_right(
+                [encoded[i] for i in chunk],
+                self.info.pad_token_id,
+                width=self.max_tokens if fixed else None,
+            )
             lengths = torch.tensor([len(encoded[i]) for i in chunk])
             logits = classify_logits(
                 self.model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -109,3 +110,28 @@ def test_an_option_shared_by_steps_means_the_same_in_each():
             for a in kept.values()
         }
         assert len(described) == 1, f"{flag} differs between {sorted(kept)}: {described}"
+
+
+# Words of a command line: an option (--weights-dir), the words themselves, the command.
+CLI_WORDS = re.compile(r"--[a-z]|command[ -]line|\bCLI\b|\bargparse\b|gpt-spam", re.IGNORECASE)
+
+
+def test_gpt_has_no_word_of_the_command_line():
+    """gpt/ is GPT-2 for any program: how a command spells an option is the command's affair."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "gpt").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if CLI_WORDS.search(line)
+    ]
+    assert found == []
+
+
+def test_the_cli_word_check_finds_cli_words():
+    lines = [
+        "pass --weights-dir FOLDER",
+        "# The command-line entry points",
+        "the CLI",
+        "x = a - -b",
+    ]
+    assert [bool(CLI_WORDS.search(line)) for line in lines] == [True, True, True, False]

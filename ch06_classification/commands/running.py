@@ -39,7 +39,7 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
     try:
         return args.run(args) or 0
     except UserFacingError as error:
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 1
     except OSError as error:  # a read-only or full disk, a file where a folder should be, ...
         print(f"{parser.prog} {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
@@ -47,3 +47,21 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def error_message(error: UserFacingError) -> str:
+    """What to print for ``error``: its message, or, where the ``gpt`` package (which knows
+    nothing of this command) says how to fix it from Python, how to fix it here."""
+    # An error of gpt.weights can only come from a run that imported it: no need to load
+    # PyTorch to print any other error.
+    weights = sys.modules.get("gpt.weights")
+    if weights is not None and isinstance(error, weights.WeightsDownloadError):
+        from ch06_classification.prerequisites import option
+
+        return (
+            f"{error.failure}; to use weights you already have, put {weights.WEIGHTS_FILENAME} "
+            f"in a folder and pass {option('--weights-dir FOLDER')} (or set "
+            f"{weights.WEIGHTS_DIR_ENV}=FOLDER), or start from random weights with "
+            f"{option('--weights random')}"
+        )
+    return str(error)
