@@ -447,7 +447,8 @@ def load_classifier(
     else:
         model = skeleton
         tensors = {**_base_tensors(info, skeleton, stored, weights_file, path), **tensors}
-    model.load_state_dict(tensors, strict=info.stored == "full" or not info.lora, assign=True)
+    # A LoRA run's base, rebuilt in memory, already holds every tensor the file lacks.
+    model.load_state_dict(tensors, strict=not info.lora or info.stored == "full", assign=True)
     return model.to(device).eval(), info
 
 
