@@ -15,6 +15,7 @@ from gpt.errors import UserFacingError
 __all__ = [
     "CLASS_NAMES",
     "SMS_SPAM_TSV",
+    "SOURCE_ENV_VAR",
     "SPLIT_FILES",
     "SPLIT_REPORT",
     "DataError",
@@ -25,6 +26,9 @@ __all__ = [
 # outputs, metrics, plots, the classify command). The book prints ham as "not spam": that
 # is only how classify_review displays it (see DISPLAY_NAMES in classifier.py).
 CLASS_NAMES = ("ham", "spam")
+
+# A local zip or TSV to use instead of the network, for offline machines.
+SOURCE_ENV_VAR = "SMS_SPAM_SOURCE"
 
 # The validated collection, as `gpt-spam download` leaves it in the data folder.
 SMS_SPAM_TSV = "SMSSpamCollection.tsv"

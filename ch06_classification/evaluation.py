@@ -33,8 +33,8 @@ from ch06_classification.datafiles import SPLIT_FILES
 from ch06_classification.inference import SpamClassifier
 from ch06_classification.metrics import BinaryMetrics, binary_metrics, format_metrics_table
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
-from ch06_classification.runs import read_training_texts, write_json
-from ch06_classification.safe_files import replace_together
+from ch06_classification.runs import read_training_texts
+from ch06_classification.safe_files import replace_together, write_json
 from ch06_classification.splits import fingerprints_seen_in, read_split, text_fingerprints
 from gpt.errors import UserFacingError
 

@@ -27,6 +27,7 @@ from ch06_classification.classifier import (
     trained_parameter_names,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
+from ch06_classification.devices import autocast, pick_device
 from ch06_classification.distributed import current_world
 from ch06_classification.fast_path import (
     classified_sequences,
@@ -37,9 +38,7 @@ from ch06_classification.metrics import binary_metrics
 from ch06_classification.splits import check_training_splits
 from ch06_classification.training import (
     TrainingHistory,
-    autocast,
     make_optimizer,
-    pick_device,
     train_classifier_simple,
 )
 from gpt.errors import UserFacingError

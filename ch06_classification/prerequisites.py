@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME
-from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES
+from ch06_classification.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, SPLIT_FILES
 from gpt.errors import UserFacingError
 
 
@@ -128,7 +128,6 @@ def source_problem(source: str | Path | None, given_as: str = "--sms-source") ->
 def local_files_problems(args) -> list[str | None]:
     """The local files ``download`` (and ``pipeline``) are told to use instead of the
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
-    from ch06_classification.download import SOURCE_ENV_VAR
     from gpt.weights import WEIGHTS_DIR_ENV
 
     if args.sms_source:
