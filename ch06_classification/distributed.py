@@ -377,8 +377,9 @@ class World:
             precision=precision,
             progress=progress,
         )
-        emb_dim = model.cfg.emb_dim
-        rows = torch.cat(mine) if mine else torch.empty(0, emb_dim, device=device)
+        stored = torch.bfloat16 if precision == "bf16" else torch.float32  # as encode_prefix
+        rows = torch.cat(mine) if mine else torch.empty(0, model.cfg.emb_dim, dtype=stored)
+        rows = rows.to(device)
         counts = [sum(len(sequences[i]) for i in indices) for indices in assigned]
         features: dict[int, Tensor] = {}
         for indices, piece in zip(assigned, self.gather_rows(rows, counts), strict=True):
