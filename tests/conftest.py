@@ -99,3 +99,21 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_classifier import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
+
+
+# gpt2-small's vocabulary and context (GPT-2's tokenizer reads real text), 2 blocks 32 wide.
+TINY_GPT2 = {"emb_dim": 32, "n_layers": 2, "n_heads": 4}
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model that fine-tuning builds is tiny (``TINY_GPT2``): `gpt-spam train` and the
+    pipeline take seconds, not minutes."""
+    from ch06_classification import finetune
+
+    build = finetune.build_classifier
+
+    def tiny(*args, **kwargs):
+        return build(*args, **{**kwargs, **TINY_GPT2})
+
+    monkeypatch.setattr(finetune, "build_classifier", tiny)
