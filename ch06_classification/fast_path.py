@@ -118,8 +118,11 @@ def encode_prefix(
             x = model.embed(ids.to(device))
             for block in blocks:
                 x = block(x)
+        # Kept in the precision computed in: bfloat16 halves the cache (gpt2-small's last
+        # position over 1,024 tokens: 2.4 instead of 4.7 GB); the top upcasts each batch.
+        stored = torch.bfloat16 if precision == "bf16" else torch.float32
         for row, i in enumerate(chunk):
-            features[i] = x[row, : len(sequences[i])].float().clone()
+            features[i] = x[row, : len(sequences[i])].to(stored, copy=True)
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
@@ -243,6 +246,8 @@ class PrefixCachedClassifier(nn.Module):
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         blocks = self.model.trf_blocks[self.first_block :]
+        # The residual stream stays float32, as in the full model (bf16 caches are upcast).
+        hidden = hidden.float()
         if self.average_embeddings:  # every position is read: no shortcut in the last block
             for block in blocks:
                 hidden = block(hidden)

@@ -27,7 +27,7 @@ from ch06_classification.classifier import (
     trained_parameter_names,
 )
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
-from ch06_classification.devices import autocast, pick_device
+from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
 from ch06_classification.fast_path import (
     classified_sequences,
     fast_path_unavailable_reason,
@@ -172,6 +172,7 @@ def fine_tune(
     """Train a spam classifier as ``settings`` say; print progress through ``log`` (and a
     progress bar on stderr while the frozen blocks are cached, unless ``progress=False``)."""
     check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
+    reuse_freed_memory()  # every step allocates the same tensors: keep their pages warm
     device = pick_device(settings.device)
     tokenizer = get_tokenizer()
     overrides = dict(settings.config_overrides)
@@ -362,4 +363,4 @@ def _cache_bytes(
             dataset, token_position, model.cfg.causal, settings.average_embeddings
         )
         tokens += sum(len(sequence) for sequence in sequences)
-    return tokens * model.cfg.emb_dim * 4
+    return tokens * model.cfg.emb_dim * (2 if settings.precision == "bf16" else 4)
