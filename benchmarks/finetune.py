@@ -240,7 +240,7 @@ def summarise(
     say()
     scaled = (
         f"; the book's way: {reference_epochs} epoch(s) timed, scaled"
-        if reference_epochs != RECIPE_EPOCHS
+        if 0 < reference_epochs < RECIPE_EPOCHS
         else ""
     )
     say(f"Fine-tuning gpt2-small, 5 epochs, process start to run folder written{scaled}:")
