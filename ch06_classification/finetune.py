@@ -68,7 +68,7 @@ class TrainingResult:
     history: TrainingHistory
     accuracies: dict[str, float]  # on every example of each split
     metrics: dict[str, dict[str, Any]]  # binary_metrics of each split (F1, precision, ...)
-    path: str  # "fast", "straightforward" or "reference"
+    path: str  # "fast", "full" or "book": see choose_path
     path_description: str
     prefix_seconds: float  # caching the frozen blocks (fast path only)
     train_seconds: float
@@ -82,14 +82,22 @@ class TrainingResult:
 
 
 def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
-    """Which training path runs, and a sentence saying why."""
+    """Which training path runs, and a sentence saying why.
+
+    - ``book``: the book's way: every message padded to ``max_length``, the whole model
+      run on every step (``fast_path="off"``);
+    - ``full``: the whole model run on every step, each batch padded only to its longest
+      message (where the fast path would not be exact, or would not fit in memory);
+    - ``fast``: the frozen blocks computed once and cached, the trainable rest run at the
+      classified token only (``fast_path.py``); the same numbers as ``full``.
+    """
     reason = fast_path_unavailable_reason(model)
     if settings.fast_path == "off":
-        return "reference", "the book's way: padded to max_length, every block on every step"
+        return "book", "the book's way: padded to max_length, every block on every step"
     if reason is not None:
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on is not possible here: {reason}")
-        return "straightforward", f"every trainable block on every step, because {reason}"
+        return "full", f"every trainable block on every step, because {reason}"
     k = first_trainable_block(model)
     if k == 0:
         frozen = "the embeddings (every block has trainable parameters)"
@@ -173,7 +181,7 @@ def fine_tune(
     # The book pads every message to the same length (see needs_fixed_padding for when
     # that matters). Otherwise a batch is padded only to its longest message.
     fixed = not settings.no_padding and (
-        path == "reference"
+        path == "book"
         or needs_fixed_padding(token_position, model.cfg.causal, settings.average_embeddings)
     )
     loaders = create_data_loaders(
@@ -207,7 +215,7 @@ def fine_tune(
         too_much = f"{needed / gib:.1f} GiB of cached hidden states, over {limit / gib:.1f} GiB"
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on would need {too_much}")
-        path, description = "straightforward", f"the fast path would need {too_much}"
+        path, description = "full", f"the fast path would need {too_much}"
     log(f"Training path: {path} ({description})")
 
     model.to(device)

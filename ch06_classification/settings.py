@@ -38,7 +38,7 @@ class TrainingSettings:
     seed: int = 123
     device: str = "auto"
     precision: str = "fp32"  # or "bf16"
-    fast_path: str = "auto"  # "on", "off" (the book's straightforward way), or "auto"
+    fast_path: str = "auto"  # "on", "off" (the book's way), or "auto" (fast where exact)
     data_dir: str = "data"
     # Store every tensor instead of only the trained ones plus a record of the base weights.
     full_checkpoint: bool = False

@@ -108,3 +108,30 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_classifier import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model that fine-tuning builds is tiny (``TINY_GPT2``, at gpt2-small's context):
+    `gpt-spam train` and the pipeline take seconds, not minutes."""
+    from ch06_classification import finetune
+    from tests.tiny_classifier import TINY_GPT2
+
+    build = finetune.build_classifier
+
+    def tiny(*args, **kwargs):
+        return build(*args, **{**kwargs, **TINY_GPT2})
+
+    monkeypatch.setattr(finetune, "build_classifier", tiny)
+
+
+@pytest.fixture
+def http_server(monkeypatch: pytest.MonkeyPatch):
+    """A ``LocalServer`` on 127.0.0.1 (see ``tests/local_server.py``); short download
+    timeouts keep a hang bounded."""
+    from ch06_classification import download
+    from tests.local_server import serving
+
+    monkeypatch.setattr(download, "HTTP_TIMEOUT", (2, 5))
+    with serving() as server:
+        yield server

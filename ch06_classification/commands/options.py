@@ -304,8 +304,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.fast_path,
         help=(
             "cache the frozen blocks and compute only the classified token (on), train the "
-            "book's straightforward way (off), or use the fast path where it is exact (auto, "
-            "the default)"
+            "book's way, every message padded to the same length and every block run on "
+            "every step (off), or use the fast path where it is exact (auto, the default)"
         ),
     )
 
