@@ -22,7 +22,7 @@ loaders draw exactly the same shuffled batches.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -322,11 +322,14 @@ def prepare_fast_path(
     token_position: str = "flexible",
     average_embeddings: bool = False,
     progress: bool = False,
+    encode: Callable[..., list[torch.Tensor]] = encode_prefix,
 ) -> tuple[PrefixCachedClassifier, list[DataLoader]]:
     """Encode every split's frozen prefix once; return the trainable top and its loaders.
 
     ``token_loaders`` are the straightforward path's loaders (over ``SpamDataset`` s); the
-    returned ones draw the same batches of cached hidden states.
+    returned ones draw the same batches of cached hidden states. ``encode`` computes the
+    prefix (``encode_prefix``'s arguments; several processes share the work with
+    ``World.encode_prefix``).
     """
     first_block = first_trainable_block(model)
     datasets: list[SpamDataset] = [loader.dataset for loader in token_loaders]  # type: ignore[misc]
@@ -336,7 +339,7 @@ def prepare_fast_path(
     ]
     # All splits in one call: a message repeated across splits is computed once.
     everything = [sequence for sequences in sequences_per_split for sequence in sequences]
-    features = encode_prefix(
+    features = encode(
         model, everything, first_block, device, precision=precision, progress=progress
     )
     loaders, start = [], 0
