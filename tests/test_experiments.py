@@ -128,7 +128,7 @@ def test_a_row_with_the_same_settings_reuses_the_result(data_dir, tmp_path):
     )
     five, ten = summaries
     assert (five["same_as"], ten["same_as"]) == (None, 5)
-    assert five["path"] == "straightforward"  # every layer trains
+    assert five["path"] == "full"  # every layer trains
     assert (ten["test"], ten["minutes"]) == (five["test"], five["minutes"])
     assert ten["command"] == "train --token-position last --weights random --trainable-layers all"
 
