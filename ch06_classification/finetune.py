@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ from ch06_classification.fast_path import (
     prepare_fast_path,
 )
 from ch06_classification.metrics import binary_metrics
+from ch06_classification.settings import TrainingSettings
 from ch06_classification.splits import check_training_splits
 from ch06_classification.training import (
     TrainingHistory,
@@ -58,43 +59,6 @@ def fast_path_cache_limit() -> int:
     except (AttributeError, OSError, ValueError):
         return 2 * 1024**3
     return max(2 * 1024**3, memory // 3)
-
-
-@dataclass
-class TrainingSettings:
-    """Every knob of the recipe, with the book's values as defaults."""
-
-    model: str = "gpt2-small"
-    weights: str = "pretrained"  # or "random": same shapes, GPT-2's random initialisation
-    weights_dir: str | None = None  # local OpenAI weights instead of downloading them
-    trainable_layers: str = "last_block"  # or last_layer, last_two_blocks, all, lora
-    lora_rank: int = 16
-    lora_alpha: float = 16  # the adapters' update is scaled by lora_alpha / lora_rank
-    token_position: str = "flexible"
-    average_embeddings: bool = False  # average the outputs over the padded row instead
-    disable_causal_mask: bool = False
-    no_padding: bool = False  # each message at its own length, one per batch
-    context_length: str | int = "longest"  # "longest" training message, "model" (1,024), or N
-    drop_rate: float = 0.0
-    epochs: int = 5
-    batch_size: int = 8
-    accumulation_steps: int = 1  # optimizer step every N batches
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    eval_freq: int = 50
-    eval_iter: int = 5
-    seed: int = 123
-    device: str = "auto"
-    precision: str = "fp32"  # or "bf16"
-    fast_path: str = "auto"  # "on", "off" (the book's way), or "auto" (fast where exact)
-    data_dir: str = "data"
-    # Store every tensor instead of only the trained ones plus a record of the base weights.
-    full_checkpoint: bool = False
-    # Changes to the model's shape, e.g. a tiny random model for tests and CI.
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -319,6 +319,35 @@ def _assign_weights(
             model.out_head.weight.copy_(model.tok_emb.weight)
 
 
+def map_weights_file(model: GPTModel, path: str | Path) -> dict[str, torch.Tensor]:
+    """``model``'s transformer weights (its head aside) as views into OpenAI's file, mapped
+    into memory: nothing is read until used, and nothing is copied.
+
+    For ``model.load_state_dict(tensors, strict=False, assign=True)`` on a model built
+    without storage (``gpt_skeleton``). Unlike ``load_weights_into_gpt`` the weights stay
+    in the file's layout: a Conv1D weight becomes the transpose of a matrix stored
+    [in, out], which matrix multiplication reads as it is.
+    """
+    path = Path(path)
+    sources = openai_parameter_sources(model.cfg)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    try:
+        with safe_open(path, framework="pt") as file:
+            keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
+            _check_keys(keys, sources, path)
+            tensors = {key: file.get_tensor(keys[key]) for key in {s.key for s in sources.values()}}
+    except SafetensorError as error:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
+        ) from error
+    except FileNotFoundError as error:
+        raise WeightsError(f"weights file {path} does not exist") from error
+    return {
+        name: _take(tensors[source.key], source, params[name], path).to(torch.float32)
+        for name, source in sources.items()
+    }
+
+
 def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: str | Path) -> None:
     needed = {source.key for source in sources.values()}
     missing = sorted(needed - keys.keys())

@@ -50,6 +50,15 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _loopback_only_getaddrinfo)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """gpt-spam's cache on this machine (digests, random bases) in a folder of the test
+    session, for commands run here and in child processes alike: never the user's."""
+    from ch06_classification.local_cache import CACHE_DIR_ENV
+
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("gpt-spam-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of the real SMS Spam Collection (its zip and the SMSSpamCollection file
