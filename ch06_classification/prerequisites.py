@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME
-from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES
+from ch06_classification.datafiles import IMDB_REVIEWS_CSV, SMS_SPAM_TSV, SPLIT_FILES
 from gpt.errors import UserFacingError
 
 
@@ -37,8 +37,17 @@ def data_dir_option(data_dir: Path) -> str:
     return "" if Path(data_dir) == Path("data") else f" --data-dir {data_dir}"
 
 
-def dataset_problem(data_dir: Path) -> str | None:
-    """The validated collection ``gpt-spam download`` leaves in the data folder."""
+def dataset_problem(data_dir: Path, dataset: str = "sms") -> str | None:
+    """The validated collection (``dataset="imdb"``: the IMDB reviews) that ``gpt-spam
+    download`` leaves in the data folder."""
+    if dataset == "imdb":
+        if (Path(data_dir) / IMDB_REVIEWS_CSV).is_file():
+            return None
+        return (
+            f"the IMDB reviews are not in {data_dir}/: run `gpt-spam download --dataset imdb"
+            f"{data_dir_option(data_dir)}` first (offline: add "
+            f"{option('--imdb-source PATH')}, or set IMDB_SOURCE=PATH)"
+        )
     if (Path(data_dir) / SMS_SPAM_TSV).is_file():
         return None
     return (
@@ -129,9 +138,17 @@ def local_files_problems(args) -> list[str | None]:
     """The local files ``download`` (and ``pipeline``) are told to use instead of the
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
     from ch06_classification.download import SOURCE_ENV_VAR
+    from ch06_classification.imdb import SOURCE_ENV_VAR as IMDB_SOURCE_ENV
     from gpt.weights import WEIGHTS_DIR_ENV
 
-    if args.sms_source:
+    if getattr(args, "dataset", None) == "imdb":
+        given = getattr(args, "imdb_source", None)
+        source = (
+            source_problem(given, "--imdb-source")
+            if given
+            else source_problem(os.environ.get(IMDB_SOURCE_ENV) or None, f"{IMDB_SOURCE_ENV}=")
+        )
+    elif args.sms_source:
         source = source_problem(args.sms_source)
     else:
         source = source_problem(os.environ.get(SOURCE_ENV_VAR) or None, f"{SOURCE_ENV_VAR}=")
