@@ -311,7 +311,7 @@ def save_classifier(model: GPTModel, info: ClassifierInfo, path: str | Path) -> 
 
 def save_checkpoint_folder(model: GPTModel, info: ClassifierInfo, folder: str | Path) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json``; returns the folder."""
-    from ch06_classification.runs import write_json
+    from ch06_classification.safe_files import write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

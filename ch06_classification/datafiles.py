@@ -17,8 +17,10 @@ from gpt.errors import UserFacingError
 __all__ = [
     "CLASS_NAMES",
     "IMDB_REVIEWS_CSV",
+    "IMDB_SOURCE_ENV_VAR",
     "MAX_CLASSES",
     "SMS_SPAM_TSV",
+    "SOURCE_ENV_VAR",
     "SPLIT_FILES",
     "SPLIT_REPORT",
     "DataError",
@@ -36,6 +38,11 @@ CLASS_NAMES = ("ham", "spam")
 
 # A label column with more distinct values than this holds no classes (an id, a text?).
 MAX_CLASSES = 1000
+
+# A local zip or TSV to use instead of the network, for offline machines.
+SOURCE_ENV_VAR = "SMS_SPAM_SOURCE"
+# A local aclImdb_v1.tar.gz instead of the network (`download --dataset imdb`).
+IMDB_SOURCE_ENV_VAR = "IMDB_SOURCE"
 
 # The validated collection, as `gpt-spam download` leaves it in the data folder.
 SMS_SPAM_TSV = "SMSSpamCollection.tsv"

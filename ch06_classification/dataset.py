@@ -16,9 +16,9 @@ from typing import Literal, NamedTuple
 import tiktoken
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
+from ch06_classification.batching import pad_right
 from ch06_classification.datafiles import SPLIT_FILES, DataError
 from ch06_classification.splits import read_split
 from gpt.tokenizer import END_OF_TEXT_ID
@@ -135,11 +135,7 @@ def collate_batch(examples: Sequence[Example], pad_token_id: int = END_OF_TEXT_I
     Rows that are already padded to a common length (``padding="fixed"``) stay as they are.
     """
     return Batch(
-        input_ids=pad_sequence(
-            [example.input_ids for example in examples],
-            batch_first=True,
-            padding_value=pad_token_id,
-        ),
+        input_ids=pad_right([example.input_ids for example in examples], pad_token_id),
         labels=torch.stack([example.label for example in examples]),
         lengths=torch.stack([example.length for example in examples]),
     )

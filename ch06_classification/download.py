@@ -25,7 +25,7 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, DataError
 from ch06_classification.prerequisites import option
 from ch06_classification.safe_files import (
     atomic_output,
@@ -39,9 +39,6 @@ UCI_URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip
 # Tried in order when the UCI site is down: the copy the book's own code falls back to.
 MIRROR_URLS = ("https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",)
 DEFAULT_URLS = (UCI_URL, *MIRROR_URLS)
-
-# A local zip or TSV to use instead of the network, for offline machines.
-SOURCE_ENV_VAR = "SMS_SPAM_SOURCE"
 
 # The one archive member we use; the UCI zip also holds a readme, which we ignore.
 ARCHIVE_MEMBER = "SMSSpamCollection"

@@ -46,8 +46,8 @@ from ch06_classification.metrics import (
     multiclass_metrics,
 )
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
-from ch06_classification.runs import read_training_texts, write_json
-from ch06_classification.safe_files import replace_together
+from ch06_classification.runs import read_training_texts
+from ch06_classification.safe_files import replace_together, write_json
 from ch06_classification.splits import (
     evaluation_splits,
     fingerprints_seen_in,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ch06_classification.runs import read_json, write_json
+from ch06_classification.safe_files import read_json, write_json
 
 if TYPE_CHECKING:
     from ch06_classification.finetune import TrainingSettings
@@ -199,13 +199,13 @@ def row_settings(
 ) -> TrainingSettings:
     """A training row's settings, parsed by `gpt-spam train`'s own parser: what runs is
     exactly the row's command."""
-    from ch06_classification.cli import build_parser
-    from ch06_classification.commands.train import settings_from_args
+    from ch06_classification.commands import train
+    from ch06_classification.commands.running import build_parser
 
     argv = [*row.command(weights, token_position), "--data-dir", str(data_dir)]
     argv += ["--device", device]
     argv += ["--precision", precision] + (["--weights-dir", weights_dir] if weights_dir else [])
-    return settings_from_args(build_parser().parse_args(argv))
+    return train.settings_from_args(build_parser([train]).parse_args(argv))
 
 
 def _finished(out_dir: Path) -> dict[int, dict[str, Any]]:

@@ -102,7 +102,7 @@ def export_hf(model: GPTModel, info: ClassifierInfo, out_dir: str | Path) -> Pat
     """Write ``out_dir/model.safetensors`` and ``config.json`` for
     ``GPT2ForSequenceClassification.from_pretrained(out_dir)``; refuses what it cannot
     export faithfully."""
-    from ch06_classification.runs import write_json
+    from ch06_classification.safe_files import write_json
 
     if info.token_position != FAITHFUL_TOKEN_POSITION:
         raise ExportError(

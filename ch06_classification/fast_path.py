@@ -29,9 +29,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
+from ch06_classification.batching import batches_by_length, pad_right
 from ch06_classification.classifier import classified_positions, first_trainable_block
 from ch06_classification.dataset import SpamDataset
-from ch06_classification.training import autocast
+from ch06_classification.devices import autocast
 from gpt.model import GPTModel, TransformerBlock
 
 
@@ -85,10 +86,14 @@ def encode_prefix(
     first_seen: dict[tuple[int, ...], int] = {}
     for i, key in enumerate(keys):
         first_seen.setdefault(key, i)
-    order = sorted(first_seen.values(), key=lambda i: len(sequences[i]))
     lengths = [len(s) for s in sequences]
-    # Without the causal mask, padding a batch would change what real tokens attend to.
-    equal_lengths = not model.cfg.causal
+    batches = batches_by_length(
+        lengths,
+        indices=first_seen.values(),
+        tokens_per_batch=tokens_per_batch,
+        # Without the causal mask, padding a batch would change what real tokens attend to.
+        equal_lengths=not model.cfg.causal,
+    )
     blocks = model.trf_blocks[:num_blocks]
     if precision == "bf16":
         # Autocast would convert every frozen weight to bfloat16 again for every batch;
@@ -101,13 +106,14 @@ def encode_prefix(
     was_training = model.training
     model.eval()
     bar = tqdm(
-        total=len(order), desc="Caching the frozen blocks", unit="message", disable=not progress
+        total=len(first_seen),
+        desc="Caching the frozen blocks",
+        unit="message",
+        disable=not progress,
     )
-    for chunk in _batches_by_length(order, lengths, tokens_per_batch, equal_lengths):
-        longest = len(sequences[chunk[-1]])
-        ids = torch.zeros(len(chunk), longest, dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, : len(sequences[i])] = sequences[i]
+    for chunk in batches:
+        # Any id pads: the padding's outputs are sliced off below.
+        ids = pad_right([sequences[i] for i in chunk], pad_value=0)
         with autocast(device, precision):
             x = model.embed(ids.to(device))
             for block in blocks:
@@ -118,22 +124,6 @@ def encode_prefix(
     bar.close()
     model.train(was_training)
     return [features[first_seen[key]] for key in keys]
-
-
-def _batches_by_length(
-    order: Sequence[int], lengths: Sequence[int], tokens_per_batch: int, equal_lengths: bool
-) -> list[list[int]]:
-    """Split ``order`` (sorted by length) into batches of at most ``tokens_per_batch``
-    padded tokens: many short sequences together, few long ones (with ``equal_lengths``,
-    only sequences of one length together)."""
-    batches: list[list[int]] = []
-    for i in order:
-        same = not equal_lengths or (batches and lengths[batches[-1][0]] == lengths[i])
-        if batches and same and (len(batches[-1]) + 1) * lengths[i] <= tokens_per_batch:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def last_position_block(
@@ -291,7 +281,7 @@ def collate_features(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch of cached hidden states: (hidden, labels, lengths)."""
     features, labels, lengths = zip(*batch, strict=True)
-    hidden = torch.nn.utils.rnn.pad_sequence(list(features), batch_first=True)
+    hidden = pad_right(features, pad_value=0.0)
     return hidden, torch.stack(labels), torch.stack(lengths)
 
 

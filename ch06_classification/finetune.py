@@ -28,6 +28,7 @@ from ch06_classification.classifier import (
 )
 from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
+from ch06_classification.devices import autocast, pick_device
 from ch06_classification.fast_path import (
     classified_sequences,
     fast_path_unavailable_reason,
@@ -37,10 +38,8 @@ from ch06_classification.metrics import classification_metrics
 from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.training import (
     TrainingHistory,
-    autocast,
     collect_logits,
     make_optimizer,
-    pick_device,
     train_classifier_simple,
 )
 from gpt.errors import UserFacingError

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ch06_classification.datafiles import IMDB_REVIEWS_CSV, DataError
+from ch06_classification.datafiles import IMDB_REVIEWS_CSV, IMDB_SOURCE_ENV_VAR, DataError
 from ch06_classification.download import describe_request_error, fetch
 from ch06_classification.prerequisites import option
 from ch06_classification.safe_files import (
@@ -41,8 +41,6 @@ from ch06_classification.safe_files import (
 )
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-# A local copy of the archive instead of the network, for offline machines.
-SOURCE_ENV_VAR = "IMDB_SOURCE"
 
 IMDB_CLASS_NAMES = ("neg", "pos")  # the bonus's {"pos": 1, "neg": 0}
 # The bonus's reading order: each subset, each label, the files in name order.
@@ -136,7 +134,7 @@ def download_imdb(
             except DataError as error:
                 print(f"Replacing an invalid copy: {error}")
                 target.unlink()
-        source = source or os.environ.get(SOURCE_ENV_VAR) or None
+        source = source or os.environ.get(IMDB_SOURCE_ENV_VAR) or None
         if source is not None:
             source = Path(source).expanduser()
             if not source.is_file():
@@ -228,5 +226,5 @@ def _install_from_urls(urls: Sequence[str], target: Path) -> None:
     raise DataError(
         f"could not get the IMDB reviews ({'; '.join(failures) or 'no URLs to try'}). To work "
         f"offline, download {_ARCHIVE_HINT} yourself and pass it with "
-        f"{option('--imdb-source PATH')} or {SOURCE_ENV_VAR}=PATH"
+        f"{option('--imdb-source PATH')} or {IMDB_SOURCE_ENV_VAR}=PATH"
     )

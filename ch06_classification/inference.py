@@ -19,6 +19,7 @@ import tiktoken
 import torch
 from tqdm import tqdm
 
+from ch06_classification.batching import batches_by_length, pad_right
 from ch06_classification.checkpoint import (
     ClassifierInfo,
     load_classifier,
@@ -27,8 +28,8 @@ from ch06_classification.checkpoint import (
 from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
 from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import encode_message
+from ch06_classification.devices import autocast, pick_device
 from ch06_classification.fast_path import classify_logits
-from ch06_classification.training import autocast, pick_device
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
 from gpt.model import GPTModel
@@ -221,21 +222,20 @@ class SpamClassifier:
         if any(len(ids) == 0 for ids in encoded):
             # With no real token, the "flexible" position would be -1: there is nothing to read.
             raise EmptyMessageError("a message has no tokens")
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probabilities = np.zeros((len(encoded), len(self.labels)), dtype=np.float64)
         info = self.info
         # E.g. the book's `last` token needs its padding (see needs_fixed_padding).
         fixed = needs_fixed_padding(
             info.token_position, self.model.cfg.causal, info.average_embeddings
         )
-        starts = range(0, len(order), self.batch_size)
-        bar = tqdm(starts, desc="Classifying", unit="batch", disable=not progress, leave=False)
-        for start in bar:
-            chunk = order[start : start + self.batch_size]
-            width = self.max_tokens if fixed else max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), self.info.pad_token_id, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+        batches = batches_by_length([len(ids) for ids in encoded], batch_size=self.batch_size)
+        bar = tqdm(batches, desc="Classifying", unit="batch", disable=not progress, leave=False)
+        for chunk in bar:
+            ids = pad_right(
+                [encoded[i] for i in chunk],
+                self.info.pad_token_id,
+                width=self.max_tokens if fixed else None,
+            )
             lengths = torch.tensor([len(encoded[i]) for i in chunk])
             with autocast(self.device, self.precision):
                 logits = classify_logits(

@@ -13,7 +13,13 @@ import os
 from pathlib import Path
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME
-from ch06_classification.datafiles import IMDB_REVIEWS_CSV, SMS_SPAM_TSV, SPLIT_FILES
+from ch06_classification.datafiles import (
+    IMDB_REVIEWS_CSV,
+    IMDB_SOURCE_ENV_VAR,
+    SMS_SPAM_TSV,
+    SOURCE_ENV_VAR,
+    SPLIT_FILES,
+)
 from gpt.errors import UserFacingError
 
 
@@ -137,8 +143,6 @@ def source_problem(source: str | Path | None, given_as: str = "--sms-source") ->
 def local_files_problems(args) -> list[str | None]:
     """The local files ``download`` (and ``pipeline``) are told to use instead of the
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
-    from ch06_classification.download import SOURCE_ENV_VAR
-    from ch06_classification.imdb import SOURCE_ENV_VAR as IMDB_SOURCE_ENV
     from gpt.weights import WEIGHTS_DIR_ENV
 
     if getattr(args, "dataset", None) == "imdb":
@@ -146,7 +150,9 @@ def local_files_problems(args) -> list[str | None]:
         source = (
             source_problem(given, "--imdb-source")
             if given
-            else source_problem(os.environ.get(IMDB_SOURCE_ENV) or None, f"{IMDB_SOURCE_ENV}=")
+            else source_problem(
+                os.environ.get(IMDB_SOURCE_ENV_VAR) or None, f"{IMDB_SOURCE_ENV_VAR}="
+            )
         )
     elif args.sms_source:
         source = source_problem(args.sms_source)

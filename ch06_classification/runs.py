@@ -7,7 +7,6 @@ the checkpoint of one run beside the metrics, evaluation or plots of another.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -20,12 +19,13 @@ import torch
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.datafiles import id2label
 from ch06_classification.safe_files import (
-    atomic_output,
     ensure_writable_folder,
     folder_lock,
     is_own_file,
+    read_json,
     replace_together,
     settle,
+    write_json,
 )
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
@@ -152,18 +152,6 @@ def find_run(path: str | Path | None, runs_dir: str | Path = DEFAULT_RUNS_DIR) -
     if not path.exists():
         raise UserFacingError(f"--run-dir {path} does not exist")
     return path
-
-
-def write_json(path: str | Path, values: Any) -> Path:
-    """Write ``values`` as indented JSON, atomically."""
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        temporary.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
-    return path
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any]) -> Path:

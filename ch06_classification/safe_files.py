@@ -17,12 +17,14 @@ From the smallest tool up:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from gpt.errors import UserFacingError, describe_os_error
 
@@ -263,3 +265,15 @@ except ImportError:  # Windows
         except OSError:
             return False
         return True
+
+
+def write_json(path: str | Path, values: Any) -> Path:
+    """Write ``values`` as indented JSON, atomically."""
+    path = Path(path)
+    with atomic_output(path) as temporary:
+        temporary.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())

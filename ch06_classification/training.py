@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,58 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ch06_classification.classifier import classified_positions
-from gpt.errors import UserFacingError
+from ch06_classification.devices import autocast
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA if present, then Apple's MPS, then the CPU, unless a device is named.
-
-    A named device that PyTorch does not know, or that this machine lacks, is a
-    ``UserFacingError``.
-    """
-    if requested != "auto":
-        try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise UserFacingError(
-                f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps"
-            ) from None
-        # How many of each kind this machine has; "meta" and the like hold no data to compute on.
-        xpu = getattr(torch, "xpu", None)
-        present = {
-            "cpu": 1,
-            "cuda": torch.cuda.device_count(),
-            "mps": int(torch.backends.mps.is_available()),
-            "xpu": xpu.device_count() if xpu is not None and xpu.is_available() else 0,
-        }
-        if device.type not in present:
-            raise UserFacingError(
-                f"cannot compute on device {requested!r}: use auto, cpu, cuda, cuda:N or mps"
-            )
-        if (device.index or 0) >= present[device.type]:
-            raise UserFacingError(f"device {requested!r} is not available on this machine")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device, precision: str = "fp32"):
-    """A context that runs matrix multiplications in bfloat16 when ``precision == "bf16"``.
-
-    Autocast keeps the weights, the optimizer state and the reductions in float32 and only
-    lowers the precision of the operations that tolerate it, which is why accuracy barely
-    moves while the matrix multiplications run up to twice as fast on CPUs with bf16 units.
-    """
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
 
 
 def unpack_batch(batch: Sequence[torch.Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:

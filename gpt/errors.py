@@ -9,9 +9,9 @@ from pathlib import Path
 class UserFacingError(Exception):
     """A problem the user can fix: bad input, a missing file, no network.
 
-    Command-line entry points print ``str(error)`` as a single line and exit non-zero
-    instead of showing a traceback, so the message must say what went wrong *and* what to
-    do about it.
+    Its message is for a person, not a developer: one line that says what went wrong *and*
+    what to do about it, without the names of library exceptions. Programs that use this
+    package show it as it is (a traceback would add nothing).
     """
 
 

@@ -197,8 +197,8 @@ class TransformerBlock(nn.Module):
 #         the book's GPT_CONFIG_124M).
 #   gpt2  GPT-2's own scheme: every weight normal with std 0.02, and the output head tied
 #         to the token embedding, as GPT-2 has it (124,439,808 parameters for gpt2-small).
-#         The pipeline's `--weights random` uses it: a far better starting point than
-#         PyTorch's default for a 50,257 x 768 embedding.
+#         A far better starting point than PyTorch's default for a 50,257 x 768 embedding,
+#         and the one a classifier fine-tuned from random weights starts from.
 INITS = ("book", "gpt2")
 
 

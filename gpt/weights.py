@@ -41,6 +41,19 @@ class WeightsError(UserFacingError):
     """Weights that cannot be found, downloaded, or mapped onto the model."""
 
 
+class WeightsDownloadError(WeightsError):
+    """The Hub did not give the weights. ``failure`` says what failed and why; the message
+    adds the two ways round it: weights already on disk, or random ones."""
+
+    def __init__(self, failure: str) -> None:
+        self.failure = failure
+        super().__init__(
+            f"{failure}; to use weights you already have, put {WEIGHTS_FILENAME} in a folder "
+            f"and give that folder as weights_dir (or set {WEIGHTS_DIR_ENV}=FOLDER), or start "
+            "from random weights"
+        )
+
+
 # --- Finding and downloading ---------------------------------------------------------------
 
 
@@ -99,11 +112,8 @@ def download_weights(
                 repo_id=repo_id, filename=WEIGHTS_FILENAME, cache_dir=cache_dir, endpoint=endpoint
             )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as error:
-        raise WeightsError(
-            f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} ({_why(error)}); "
-            f"to use weights you already have, put {WEIGHTS_FILENAME} in a folder and pass "
-            f"--weights-dir FOLDER (or set {WEIGHTS_DIR_ENV}=FOLDER), or start from random "
-            "weights with --weights random"
+        raise WeightsDownloadError(
+            f"could not download {repo_id}/{WEIGHTS_FILENAME} from {where} ({_why(error)})"
         ) from error
     return Path(path)
 

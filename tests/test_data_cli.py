@@ -151,3 +151,23 @@ def test_download_step_refuses_weights_of_another_size(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "Traceback" not in error
     assert f"gpt-spam download: error: {tiny}" in error and "is it a GPT-2 checkpoint" in error
+
+
+def test_a_failed_weights_download_names_the_options_that_avoid_it(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An empty Hugging Face cache; gpt_spam sets HF_HUB_OFFLINE, so the download fails at once.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    zip_path = shared_data / "sms_spam_collection.zip"
+    result = gpt_spam(
+        "download", "--data-dir", tmp_path / "data", "--sms-source", zip_path, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    error = result.stderr
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert error.startswith(
+        "gpt-spam download: error: could not download openai-community/gpt2/model.safetensors"
+    )
+    # gpt/ says how to avoid the download from Python; the command says it with its options.
+    assert "pass --weights-dir FOLDER (or set GPT2_WEIGHTS_DIR=FOLDER)" in error
+    assert error.rstrip().endswith("start from random weights with --weights random")

@@ -13,7 +13,6 @@ from ch06_classification.training import (
     calc_accuracy_loader,
     calc_loss_batch,
     calc_loss_loader,
-    pick_device,
 )
 from tests.synthetic_splits import write_synthetic_splits
 
@@ -51,21 +50,6 @@ def test_loader_averages_and_accuracy_on_hand_computed_batches():
     assert calc_loss_loader(batches, model, device) == pytest.approx(sum(per_batch) / 3)
     assert calc_loss_loader(batches, model, device, num_batches=1) == pytest.approx(per_batch[0])
     assert calc_loss_loader([], model, device) != calc_loss_loader([], model, device)  # NaN
-
-
-@pytest.mark.parametrize(
-    ("cuda", "mps", "expected"),
-    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
-)
-def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-    assert pick_device("auto") == torch.device(expected)
-    assert pick_device() == torch.device(expected)  # "auto" is the default
-
-
-def test_a_named_device_is_taken_as_named():
-    assert pick_device("cpu") == torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +139,3 @@ def test_real_data_small_random_model_all_layers_trainable(shared_data, tmp_path
     seconds = time.perf_counter() - start
     print(f"real data, small model: {seconds:.1f} s, accuracies {result.accuracies}")
     assert result.accuracies["test"] >= 0.90
-
-
-def test_unknown_or_absent_device_is_a_user_error():
-    from gpt.errors import UserFacingError
-
-    with pytest.raises(UserFacingError, match="unknown device 'gpu0'"):
-        pick_device("gpu0")
-    with pytest.raises(UserFacingError, match="'cuda:99' is not available"):
-        pick_device("cuda:99")

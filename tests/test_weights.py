@@ -191,8 +191,10 @@ def test_unreachable_hub_is_a_one_line_error(tmp_path, monkeypatch):
     message = str(info.value)
     assert "\n" not in message
     assert "openai-community/gpt2/model.safetensors" in message
-    assert "--weights-dir" in message and "GPT2_WEIGHTS_DIR" in message
-    assert "--weights random" in message
+    # What to do instead, in the words of the Python API: gpt/ knows of no command line.
+    assert "give that folder as weights_dir (or set GPT2_WEIGHTS_DIR=FOLDER)" in message
+    assert message.endswith("or start from random weights")
+    assert info.value.failure in message
     assert "Error" not in message  # no library exception names: they mean nothing to a user
     assert not any(p.is_file() and p.stat().st_size for p in tmp_path.rglob("*model*"))
 

@@ -1,18 +1,5 @@
-"""The steps of the ``gpt-spam`` command, in the order a learner runs them.
+"""The steps of the ``gpt-spam`` command, one module each (``cli.STEPS`` lists them in order).
 
-Each module has ``register(subparsers)``, which adds its subcommand and sets ``run``.
+Each module has ``register(subparsers)``, which adds its subcommand and sets ``run``;
+``options`` declares the options several steps share, ``running`` parses and runs a step.
 """
-
-from ch06_classification.commands import (
-    baseline,
-    classify,
-    download,
-    evaluate,
-    experiments,
-    export,
-    pipeline,
-    split,
-    train,
-)
-
-STEPS = [download, split, train, evaluate, classify, export, pipeline, experiments, baseline]

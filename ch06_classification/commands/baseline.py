@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ch06_classification.baseline import run_baseline
-    from ch06_classification.runs import write_json
+    from ch06_classification.safe_files import write_json
 
     results = {}
     for number, kind in enumerate(args.baselines):

@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ch06_classification.checkpoint import read_classifier_info
+    from ch06_classification.devices import pick_device
     from ch06_classification.inference import SpamClassifier, resolve_threshold
     from ch06_classification.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.runs import find_run
-    from ch06_classification.training import pick_device
 
     require(run_problem(args.run_dir), tokenizer_problem())
     checkpoint = find_run(args.run_dir)

@@ -8,7 +8,10 @@ from pathlib import Path
 from ch06_classification.commands.options import (
     add_data_dir_option,
     add_device_option,
+    add_precision_option,
     add_sms_source_option,
+    add_weights_dir_option,
+    add_weights_option,
 )
 
 
@@ -44,10 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rows", type=_row_numbers, metavar="N,N,...", help="the rows to run, e.g. 1,2,16"
     )
     which.add_argument("--all", action="store_true", help="run every row")
-    parser.add_argument(
-        "--weights",
-        choices=["pretrained", "random"],
-        default="pretrained",
+    add_weights_option(
+        parser,
         help=(
             "what every row starts from (row 10 always from random weights); the gpt2-small "
             "rows from random weights run on a CPU without any download (default: %(default)s)"
@@ -64,20 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "run several times faster (default: %(default)s)"
         ),
     )
-    parser.add_argument(
-        "--weights-dir",
-        metavar="PATH",
-        help="a folder (or file) holding the model's model.safetensors (see `train --help`)",
-    )
+    add_weights_dir_option(parser)
     add_data_dir_option(parser)
     add_sms_source_option(parser)
     add_device_option(parser)
-    parser.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="for every row (default: %(default)s)",
-    )
+    add_precision_option(parser, help="for every row (default: %(default)s)")
     parser.add_argument(
         "--out-dir",
         type=Path,
@@ -127,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
 def ensure_splits(data_dir: Path, sms_source: str | None) -> None:
     """Download (or copy from ``sms_source``) and split the dataset, unless already split."""
-    from ch06_classification.cli import main
+    from ch06_classification.commands import download, split
+    from ch06_classification.commands.running import build_parser, run_command
     from ch06_classification.datafiles import SPLIT_FILES
     from gpt.errors import UserFacingError
 
@@ -138,5 +131,5 @@ def ensure_splits(data_dir: Path, sms_source: str | None) -> None:
     for argv in (["download", "--data-dir", str(data_dir), "--weights", "random", *source],
                  ["split", "--data-dir", str(data_dir)]):  # fmt: skip
         print(f"=== gpt-spam {' '.join(argv)}")
-        if main(argv):
+        if run_command(build_parser([download, split]), argv):
             raise UserFacingError(f"`gpt-spam {argv[0]}` failed; see above")

@@ -60,7 +60,6 @@ def add_imdb_source_option(parser: argparse.ArgumentParser) -> None:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
     from gpt.config import PRESETS
-    from gpt.weights import WEIGHTS_DIR_ENV
 
     parser.add_argument(
         "--model",
@@ -68,15 +67,27 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="gpt2-small",
         help="GPT-2 size (default: %(default)s, 124M parameters)",
     )
+    add_weights_option(parser)
+    add_weights_dir_option(parser)
+
+
+def add_weights_option(
+    parser: argparse.ArgumentParser,
+    help: str = (
+        "start from OpenAI's pretrained weights, or from a random initialisation of the "
+        "same shape, which needs no download (default: %(default)s)"
+    ),
+) -> None:
+    """``--weights``: pretrained or random (``help`` says what it means to the step)."""
     parser.add_argument(
-        "--weights",
-        choices=["pretrained", "random"],
-        default="pretrained",
-        help=(
-            "start from OpenAI's pretrained weights, or from a random initialisation of the "
-            "same shape, which needs no download (default: %(default)s)"
-        ),
+        "--weights", choices=["pretrained", "random"], default="pretrained", help=help
     )
+
+
+def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir``: local OpenAI weights instead of the download."""
+    from gpt.weights import WEIGHTS_DIR_ENV
+
     parser.add_argument(
         "--weights-dir",
         metavar="PATH",
@@ -85,6 +96,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
             f"it from the Hugging Face Hub (default: ${WEIGHTS_DIR_ENV} if set)"
         ),
     )
+
+
+def add_precision_option(
+    parser: argparse.ArgumentParser,
+    help: str = "bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
+) -> None:
+    """``--precision``: fp32, or bf16 autocast (``help`` says what it applies to)."""
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=help)
 
 
 def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
@@ -331,12 +350,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.eval_iter,
         help="batches per periodic evaluation and per-epoch accuracy (default: %(default)s)",
     )
-    parser.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default=defaults.precision,
-        help="bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
-    )
+    add_precision_option(parser)
     parser.add_argument(
         "--fast-path",
         choices=["auto", "on", "off"],
@@ -471,7 +485,7 @@ def device_name(value: str) -> str:
     """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
     if value == "auto":
         return value  # decided when the command runs; --help need not load PyTorch
-    from ch06_classification.training import pick_device
+    from ch06_classification.devices import pick_device
     from gpt.errors import UserFacingError
 
     try:

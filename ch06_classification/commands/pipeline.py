@@ -12,7 +12,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from ch06_classification.commands import split, train
+from ch06_classification.commands import classify, download, evaluate, split, train
 from ch06_classification.commands.options import (
     add_data_dir_option,
     add_dataset_option,
@@ -24,6 +24,9 @@ from ch06_classification.commands.options import (
     add_split_options,
     option_arguments,
 )
+from ch06_classification.commands.running import build_parser, run_command
+
+STEPS = (download, split, train, evaluate, classify)
 
 # The book's two examples of section 6.8.
 SAMPLE_MESSAGES = (
@@ -82,7 +85,6 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ch06_classification.cli import main
     from ch06_classification.prerequisites import local_files_problems, require, tokenizer_problem
     from ch06_classification.runs import new_run_dir
 
@@ -90,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
     require(*local_files_problems(args), tokenizer_problem())
     run_dir = args.run_dir or new_run_dir(args.runs_dir)
     steps = step_arguments(args, run_dir)
+    parser = build_parser(STEPS)
     try:
         for number, argv in enumerate(steps, start=1):
             print(f"\n=== Step {number}/{len(steps)}: gpt-spam {shlex.join(argv)}\n", flush=True)
-            status = main(argv)
+            status = run_command(parser, argv)
             if status:
                 return status
     finally:
