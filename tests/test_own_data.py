@@ -266,3 +266,33 @@ def test_the_sms_collection_through_the_csv_path_splits_the_same(
     df = read_labelled_texts(tsv, fmt="tsv")
     train = make_splits(df, seed=123).train
     pd.testing.assert_frame_equal(train, read_split(tmp_path / "own" / "train.csv"))
+
+
+def test_experiment_rows_and_baselines_on_three_classes(tmp_path: Path) -> None:
+    from ch06_classification.experiments import BY_NUMBER, run_experiments
+    from ch06_classification.splits import write_splits
+
+    df = read_labelled_texts(
+        write_tickets(tmp_path / "t.csv", {"billing": 40, "shipping": 40, "login": 40}),
+        "body",
+        "team",
+    )
+    write_splits(df, tmp_path / "data", class_names=class_names_of(df["Label"]),
+                 balance="none", method="stratified")  # fmt: skip
+    tiny = {"context_length": 64, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
+
+    summaries = run_experiments(
+        [BY_NUMBER[16], BY_NUMBER[20], BY_NUMBER[21]],
+        tmp_path / "table",
+        tmp_path / "data",
+        weights="random",
+        device="cpu",
+        overrides={"epochs": 1, "config_overrides": tiny},
+        log=lambda line: None,
+    )
+
+    flexible, tfidf, majority = summaries
+    assert majority["test"] == pytest.approx(100 / 3, abs=0.01)  # 8 of 24 in each class
+    assert tfidf["test"] == 100.0  # the words give the class away
+    assert 0 <= flexible["test_f1"] <= 1  # the macro F1 of three classes
+    assert (tmp_path / "table" / "table.md").is_file()

@@ -204,14 +204,15 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
         choices=["none", "undersample"],
         help="undersample: cut every class to the size of the smallest, the book's balancing "
         "generalised, and write test_realistic.csv with the collection's class shares; none: "
-        "keep every row (default: undersample for the SMS collection, none for your own data)",
+        "keep every row (default: undersample for the SMS collection, none for IMDB and your "
+        "own data)",
     )
     parser.add_argument(
         "--split-method",
         choices=["stratified", "random"],
         help="stratified: cut each class at the fractions, so every split keeps the class "
         "shares; random: shuffle everything once and cut, the book's way (default: random "
-        "for the SMS collection, stratified for your own data)",
+        "for SMS and IMDB, as the book and its bonus cut them; stratified for your own data)",
     )
     parser.add_argument(
         "--dedupe",
