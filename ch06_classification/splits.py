@@ -41,9 +41,7 @@ from ch06_classification.datafiles import (
 from ch06_classification.safe_files import replace_together, settle
 
 Balance = Literal["none", "undersample"]
-BALANCE_CHOICES = ("none", "undersample")
 SplitMethod = Literal["stratified", "random"]
-SPLIT_METHODS = ("stratified", "random")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)  # training, validation, test: the book's
 
 
