@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn.metrics
+import torch
 
 from ch06_classification import finetune
 from ch06_classification.cli import main
@@ -296,3 +297,31 @@ def test_experiment_rows_and_baselines_on_three_classes(tmp_path: Path) -> None:
     assert tfidf["test"] == 100.0  # the words give the class away
     assert 0 <= flexible["test_f1"] <= 1  # the macro F1 of three classes
     assert (tmp_path / "table" / "table.md").is_file()
+
+
+def test_a_three_class_export_loads_in_transformers_with_its_names(tmp_path: Path) -> None:
+    from transformers import GPT2ForSequenceClassification
+
+    from ch06_classification.checkpoint import ClassifierInfo, save_checkpoint_folder
+    from ch06_classification.classifier import build_classifier
+    from ch06_classification.export import export_hf
+    from ch06_classification.inference import SpamClassifier
+
+    names = ("billing", "login", "shipping")
+    tiny = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 64}
+    model = build_classifier("gpt2-small", weights="random", labels=names, seed=3, **tiny)
+    model.out_head.bias.data = torch.tensor([0.5, -1.0, 2.0])  # carried over by the fold
+    info = ClassifierInfo(config=model.cfg, max_length=32, labels=names, weights="random")
+    save_checkpoint_folder(model, info, tmp_path / "run")
+    ours = SpamClassifier.from_pretrained(tmp_path / "run", device="cpu")
+
+    export_hf(ours.model, ours.info, tmp_path / "hf")
+
+    hf_model = GPT2ForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert hf_model.config.id2label == {0: "billing", 1: "login", 2: "shipping"}
+    texts = ["refund the payment on my card", "parcel tracking says delivery late"]
+    for text, expected in zip(texts, ours.predict_proba(texts), strict=True):
+        with torch.no_grad():
+            logits = hf_model(input_ids=torch.tensor([ours.encode(text)])).logits
+        np.testing.assert_allclose(torch.softmax(logits, -1)[0].numpy(), expected, atol=1e-5)
+    assert ours.predict(texts).tolist() == [names[i] for i in ours.predict_proba(texts).argmax(1)]
