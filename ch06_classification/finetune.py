@@ -28,7 +28,8 @@ from ch06_classification.classifier import (
 )
 from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
-from ch06_classification.devices import autocast, pick_device
+from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
+from ch06_classification.distributed import current_world
 from ch06_classification.fast_path import (
     classified_sequences,
     fast_path_unavailable_reason,
@@ -38,7 +39,6 @@ from ch06_classification.metrics import classification_metrics
 from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.training import (
     TrainingHistory,
-    collect_logits,
     make_optimizer,
     train_classifier_simple,
 )
@@ -113,6 +113,7 @@ class TrainingResult:
     # From data and model ready to final accuracies: prefix cache, training, evaluation.
     recipe_seconds: float
     device: str
+    processes: int = 1  # how many processes trained it together (torchrun; DDP)
     # The exact texts it was trained on: evaluation calls a test message "unseen" only
     # if it is not one of them, whatever data folder is evaluated later.
     training_texts: list[str] = field(default_factory=list)
@@ -164,10 +165,20 @@ def fine_tune(
     settings: TrainingSettings, log: Callable[[str], None] = print, progress: bool = True
 ) -> TrainingResult:
     """Train a spam classifier as ``settings`` say; print progress through ``log`` (and a
-    progress bar on stderr while the frozen blocks are cached, unless ``progress=False``)."""
+    progress bar on stderr while the frozen blocks are cached, unless ``progress=False``).
+
+    Under torchrun (see distributed.py), once ``training_processes`` has joined the
+    processes, each trains on its piece of every batch and only rank 0 prints; every
+    process returns the same result.
+    """
+    world = current_world()  # this process alone, unless torchrun started several
+    if not world.is_main:
+        log, progress = (lambda line: None), False
     check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
     class_names = read_class_names(settings.data_dir)  # the head has one output per class
-    device = pick_device(settings.device)
+    world.check_batch_size(settings.batch_size, settings.no_padding)
+    reuse_freed_memory()  # every step allocates the same tensors: keep their pages warm
+    device = world.device or pick_device(settings.device)
     tokenizer = get_tokenizer()
     overrides = dict(settings.config_overrides)
     if settings.disable_causal_mask:
@@ -198,6 +209,8 @@ def fine_tune(
         )
         log("No padding: every message at its own length, one message per batch")
     token_position, batch_size = settings.token_position, settings.batch_size
+    if world.distributed:
+        log(world.describe(batch_size))
 
     path, description = choose_path(settings, model)
     # The book pads every message to the same length (see needs_fixed_padding for when
@@ -255,16 +268,18 @@ def fine_tune(
             token_position,
             settings.average_embeddings,
             progress=progress,
+            encode=world.encode_prefix,  # the work shared by the processes, if several
         )
         prefix_seconds = time.perf_counter() - start
         log(f"Cached the frozen blocks' output for every message in {prefix_seconds:.1f} s")
 
     optimizer = make_optimizer(trainee, settings.lr, settings.weight_decay, device)
-    torch.manual_seed(settings.seed)  # dropout, if any, draws from the global generator
+    # Dropout, if any, draws from the global generator (each process its own masks).
+    torch.manual_seed(settings.seed + world.rank)
     history = train_classifier_simple(
-        trainee,
-        train_loaders[0],
-        train_loaders[1],
+        world.wrap(trainee),  # with several processes, in DDP, on their pieces of each batch
+        world.shard(train_loaders[0], training=True),
+        world.shard(train_loaders[1]),
         optimizer,
         device,
         num_epochs=settings.epochs,
@@ -273,6 +288,7 @@ def fine_tune(
         precision=settings.precision,
         log=log,
         accumulation_steps=settings.accumulation_steps,
+        world=world if world.distributed else None,
     )
     trained = prefix_seconds + history.seconds
     log(
@@ -291,7 +307,7 @@ def fine_tune(
     accuracies, metrics = {}, {}
     for split, loader in zip(("train", "validation", "test"), every_example, strict=True):
         with autocast(device, settings.precision):
-            logits, labels = collect_logits(loader, trainee, device)
+            logits, labels = world.collect_logits(loader, trainee, device)
         # calc_accuracy_loader's count, from the same pass that gives the other metrics
         accuracies[split] = (logits.argmax(dim=-1) == labels).sum().item() / len(labels)
         probabilities = torch.softmax(logits.float(), dim=-1).numpy()
@@ -335,6 +351,7 @@ def fine_tune(
         train_seconds=history.seconds,
         recipe_seconds=recipe_seconds,
         device=str(device),
+        processes=world.size,
         training_texts=train_dataset.data["Text"].tolist(),
     )
 
@@ -364,4 +381,4 @@ def _cache_bytes(
             dataset, token_position, model.cfg.causal, settings.average_embeddings
         )
         tokens += sum(len(sequence) for sequence in sequences)
-    return tokens * model.cfg.emb_dim * 4
+    return tokens * model.cfg.emb_dim * (2 if settings.precision == "bf16" else 4)

@@ -223,6 +223,7 @@ def _write_run_files(result: TrainingResult, run_dir: Path, save_checkpoint: boo
             "examples_seen": history.examples_seen,
             "steps": history.steps,
             "device": result.device,
+            "processes": result.processes,
             "torch_version": torch.__version__,
             "settings": result.info.extra.get("settings", {}),
         },

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,9 @@ from ch06_classification.classifier import classified_positions
 from ch06_classification.devices import autocast
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
+
+if TYPE_CHECKING:
+    from ch06_classification.distributed import World
 
 
 def unpack_batch(batch: Sequence[torch.Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -217,6 +220,7 @@ def train_classifier_simple(
     precision: str = "fp32",
     log: Callable[[str], None] | None = print,
     accumulation_steps: int = 1,
+    world: World | None = None,
 ) -> TrainingHistory:
     """The book's training loop: minimise the loss, evaluate every ``eval_freq`` steps on
     ``eval_iter`` batches, and measure accuracy on ``eval_iter`` batches after each epoch.
@@ -228,11 +232,17 @@ def train_classifier_simple(
     gradients of N batches are summed, each loss scaled by 1/N, and the optimizer steps
     every N batches and after the last batch of an epoch: the update of a batch N times
     larger, in the memory of one. A "step" in the history is still one batch, as in the book.
+    With ``world`` (several processes under torchrun, ``model`` wrapped in DDP and the
+    loaders sharded: see distributed.py), each process trains on its piece of every batch
+    and the evaluations count every process's examples.
     """
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
     history = TrainingHistory()
     say = log or (lambda message: None)
+    evaluate, accuracy_of = evaluate_model, calc_accuracy_loader
+    if world is not None:  # the same numbers, over the whole batches of all the processes
+        evaluate, accuracy_of = world.evaluate_model, world.calc_accuracy_loader
     device = torch.device(device)
     start = time.perf_counter()
     for epoch in range(num_epochs):
@@ -245,16 +255,19 @@ def train_classifier_simple(
                 loss = calc_loss_batch(
                     input_batch, target_batch, model, device, lengths, token_position
                 )
+            examples = target_batch.shape[0]
+            if world is not None:  # this process's piece of the batch, weighed for DDP
+                loss, examples = world.weigh_loss(loss, examples)
             (loss / accumulation_steps).backward()
             if (batch_index + 1) % accumulation_steps == 0 or batch_index + 1 == num_batches:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            history.examples_seen += target_batch.shape[0]
+            history.examples_seen += examples
             history.steps += 1
 
             if (history.steps - 1) % eval_freq == 0:  # the book's global_step % eval_freq == 0
                 with autocast(device, precision):
-                    train_loss, val_loss = evaluate_model(
+                    train_loss, val_loss = evaluate(
                         model, train_loader, val_loader, device, eval_iter, token_position
                     )
                 history.train_losses.append(train_loss)
@@ -270,7 +283,7 @@ def train_classifier_simple(
 
         with autocast(device, precision):
             train_accuracy, val_accuracy = (
-                calc_accuracy_loader(loader, model, device, eval_iter, token_position)
+                accuracy_of(loader, model, device, eval_iter, token_position)
                 for loader in (train_loader, val_loader)
             )
         history.train_accs.append(train_accuracy)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ch06_classification.benchmark import block_flops, fast_path_flops
+from benchmarks.finetune import adamw_bytes, block_flops, fast_path_flops, trained_parameters
 from ch06_classification.fast_path import last_position_block
 from gpt.config import GPTConfig
 from gpt.model import TransformerBlock
@@ -72,3 +72,14 @@ def test_fast_path_flops_match_pytorchs_count_of_the_top():
     # one evaluation batch, counted as the average training batch's forward
     assert work["training"] == 3 * (3 * batch + batch)
     assert work["final"] == batch + top_forward([2])
+
+
+def test_adamw_traffic_is_28_bytes_per_trained_parameter_per_step():
+    # float32: reads parameter, gradient, first and second moment (4 x 4 B), writes
+    # parameter and both moments back (3 x 4 B)
+    assert adamw_bytes(trained_parameters=1000, steps=3) == (16 + 12) * 1000 * 3
+
+
+def test_trained_parameters_of_the_recipe_are_the_books_count():
+    # the book's section 6.5 count for gpt2-small with the last block, final norm and head
+    assert trained_parameters("gpt2-small") == 7_090_946

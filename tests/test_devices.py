@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
-from ch06_classification.devices import autocast, pick_device
+from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
 from gpt.errors import UserFacingError
 
 
@@ -40,3 +42,13 @@ def test_autocast_lowers_matrix_products_to_bfloat16_only_when_asked():
         assert (a @ b).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         autocast(cpu, "fp16")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mallopt is glibc's")
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert reuse_freed_memory() is True
+    assert reuse_freed_memory() is True  # idempotent: a second call changes nothing

@@ -93,6 +93,26 @@ def test_prefix_is_computed_on_real_tokens_only(data_dir, tokenizer):
     torch.testing.assert_close(features[3], x[0], rtol=0, atol=1e-5)
 
 
+def test_bf16_prefix_is_cached_in_bf16_and_close_to_float32(data_dir, tokenizer):
+    model = tiny_model().eval()
+    dataset = create_data_loaders(data_dir, tokenizer).train.dataset
+    sequences = classified_sequences(dataset, "flexible")[:6]
+    cpu = torch.device("cpu")
+    fp32 = encode_prefix(model, sequences, 2, cpu)
+    bf16 = encode_prefix(model, sequences, 2, cpu, precision="bf16")
+    assert {f.dtype for f in fp32} == {torch.float32}
+    assert {f.dtype for f in bf16} == {torch.bfloat16}  # half the memory
+    for low, high in zip(bf16, fp32, strict=True):
+        assert low.shape == high.shape
+        torch.testing.assert_close(low.float(), high, rtol=0.05, atol=0.05)
+    # The top computes from float32 whatever the cache holds: the same logits either way.
+    top = PrefixCachedClassifier(model, 2, "flexible")
+    hidden = torch.stack([f[:1] for f in bf16])
+    lengths = torch.ones(len(bf16), dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(top(hidden, lengths), top(hidden.float(), lengths))
+
+
 def run_steps(model, loader, device, steps: int):
     """Losses, gradients and parameters after each of ``steps`` AdamW steps."""
     optimizer = make_optimizer(model, lr=5e-5)

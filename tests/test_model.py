@@ -51,6 +51,24 @@ def test_manual_and_fused_attention_agree(num_tokens):
     torch.testing.assert_close(manual(x), fused(x), rtol=0, atol=1e-5)
 
 
+def test_bf16_training_on_cpu_computes_the_same_attention_and_gradients():
+    # Training in bfloat16 on a CPU takes the spelled-out products (the fused backward is
+    # slow there): the same outputs and input gradients as float32, to bfloat16 precision.
+    torch.manual_seed(0)
+    att = MultiHeadAttention(d_in=32, d_out=32, dropout=0.0, num_heads=4)
+    x = torch.randn(2, 7, 32)
+    outputs, grads = [], []
+    for precision in (torch.float32, torch.bfloat16):
+        leaf = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+            out = att(leaf)
+        out.float().sum().backward()
+        outputs.append(out.float())
+        grads.append(leaf.grad)
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0.05, atol=0.02)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0.05)
+
+
 def test_manual_and_fused_models_give_the_same_logits():
     torch.manual_seed(0)
     manual = GPTModel(dataclasses.replace(TINY, implementation="manual")).eval()

@@ -89,6 +89,7 @@ def settings_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ch06_classification.checkpoint import CHECKPOINT_NAME
+    from ch06_classification.distributed import training_processes
     from ch06_classification.finetune import fine_tune
     from ch06_classification.prerequisites import (
         require,
@@ -99,18 +100,24 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.runs import checkpoint_bytes, claim_run_dir, save_training_run
     from gpt.config import get_config
 
-    require(
-        splits_problem(args.data_dir),
-        weights_problem(args.model, args.weights, args.weights_dir),
-        tokenizer_problem(),
-    )
-    # The run folder is claimed before training, so that a folder that is in use, already
-    # holds a run, cannot be written or has no room is found now, not after the work.
-    stored = None if args.full_checkpoint else args.trainable_layers
-    needed = checkpoint_bytes(get_config(args.model), stored) + 10 * 1024**2  # + metrics, plots
-    with claim_run_dir(args.run_dir, args.overwrite, needed) as run_dir:
-        result = fine_tune(settings_from_args(args))
-        save_training_run(result, run_dir)
+    # Under torchrun, the processes it started join here (one process without it); only
+    # the first (rank 0) prints, claims the run folder and saves the run.
+    with training_processes(args.device) as world:
+        require(
+            splits_problem(args.data_dir),
+            weights_problem(args.model, args.weights, args.weights_dir),
+            tokenizer_problem(),
+        )
+        # The run folder is claimed before training, so that a folder that is in use, already
+        # holds a run, cannot be written or has no room is found now, not after the work.
+        stored = None if args.full_checkpoint else args.trainable_layers
+        needed = checkpoint_bytes(get_config(args.model), stored) + 10 * 1024**2  # + metrics
+        with world.on_main(claim_run_dir(args.run_dir, args.overwrite, needed)) as run_dir:
+            result = fine_tune(settings_from_args(args))
+            if run_dir is not None:
+                save_training_run(result, run_dir)
+    if run_dir is None:  # another process saved the run
+        return 0
     stored = "every tensor" if result.info.stored == "full" else "the trained tensors"
     size = (run_dir / CHECKPOINT_NAME).stat().st_size / 1e6
     print(

@@ -1,0 +1,156 @@
+"""What every benchmark needs: this machine's rates, timed child processes, the data."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# --- This machine ----------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """The 1-minute load average (other work on the machine slows every figure)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
+
+
+def matmul_rate(dtype: torch.dtype, tokens: int = 2048, seconds: float = 1.0) -> float:
+    """Measured FLOP/s of a GPT-2-small-shaped matrix multiplication (tokens x 768 x 3072)."""
+    a = torch.randn(tokens, 768, dtype=dtype)
+    w = torch.randn(3072, 768, dtype=dtype)
+    for _ in range(3):  # warm-up
+        torch.nn.functional.linear(a, w)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.nn.functional.linear(a, w)
+        runs += 1
+    return 2 * tokens * 768 * 3072 * runs / (time.perf_counter() - start)
+
+
+def memory_bandwidth(megabytes: int = 256, seconds: float = 1.0) -> float:
+    """Measured bytes/s read plus written when copying a large float32 array (far larger
+    than the caches): the rate an optimizer step streaming its state can reach."""
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    target.copy_(source)  # warm-up: the pages exist
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        target.copy_(source)
+        runs += 1
+    return 2 * source.numel() * 4 * runs / (time.perf_counter() - start)
+
+
+@dataclass
+class Machine:
+    cpu: str
+    cores: int | None
+    threads: int
+    torch_version: str
+    matmul_flops: dict[str, float]  # "fp32"/"bf16" -> FLOP/s
+    memory_bytes_per_second: float
+    load: str
+
+    @classmethod
+    def measure(cls) -> Machine:
+        rates = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+        return cls(
+            cpu=cpu_name(),
+            cores=os.cpu_count(),
+            threads=torch.get_num_threads(),
+            torch_version=torch.__version__,
+            matmul_flops=rates,
+            memory_bytes_per_second=memory_bandwidth(),
+            load=load_average(),
+        )
+
+    def describe(self) -> str:
+        return (
+            f"{self.cpu}, {self.cores} cores, torch {self.torch_version}, {self.threads} "
+            f"threads; matrix multiply (2048 x 768 x 3072) fp32 "
+            f"{self.matmul_flops['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
+            f"{self.matmul_flops['bf16'] / 1e9:.0f} GFLOP/s; memory copy "
+            f"{self.memory_bytes_per_second / 1e9:.1f} GB/s; load average {self.load}"
+        )
+
+
+# --- Timed child processes -------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    seconds: float  # wall time, process start to exit
+    peak_gb: float  # the child's peak resident memory
+
+
+def run_timed(command: list[str], log: Path | None = None) -> Timed:
+    """Run ``command`` (from the repository root, this checkout's packages first); its
+    wall time and peak memory. Its output goes to ``log`` (or is shown); a failure raises."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = log.open("w") if log else None
+    start = time.perf_counter()
+    child = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if out:
+        out.close()
+    if child.returncode:
+        where = f"; see {log}" if log else ""
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {child.returncode}{where}")
+    # Linux reports kilobytes, macOS bytes.
+    peak = usage.ru_maxrss / (1024**3 if sys.platform == "darwin" else 1024**2)
+    return Timed(seconds, peak)
+
+
+def gpt_spam(*args: str) -> list[str]:
+    """The command line of ``gpt-spam ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "ch06_classification", *args]
+
+
+# --- The data --------------------------------------------------------------------------
+
+
+def prepare_data(data_dir: str | None, sms_source: str | None, scratch: Path) -> str:
+    """A data folder with the default splits: ``data_dir`` if it has them, else made in
+    ``scratch`` by ``gpt-spam download`` and ``gpt-spam split``."""
+    from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES
+
+    needed = [SMS_SPAM_TSV, *SPLIT_FILES.values()]
+    if data_dir and all((Path(data_dir) / name).is_file() for name in needed):
+        return data_dir
+    target = scratch / "data"
+    source = ["--sms-source", sms_source] if sms_source else []
+    run_timed(gpt_spam("download", "--data-dir", str(target), "--weights", "random", *source))
+    run_timed(gpt_spam("split", "--data-dir", str(target)))
+    return str(target)
