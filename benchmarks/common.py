@@ -40,16 +40,21 @@ def load_average() -> str:
         return "unknown"
 
 
-def matmul_rate(dtype: torch.dtype, tokens: int = 2048, seconds: float = 1.0) -> float:
+def matmul_rate(
+    dtype: torch.dtype, tokens: int = 2048, seconds: float = 1.0, device: str = "cpu"
+) -> float:
     """Measured FLOP/s of a GPT-2-small-shaped matrix multiplication (tokens x 768 x 3072)."""
-    a = torch.randn(tokens, 768, dtype=dtype)
-    w = torch.randn(3072, 768, dtype=dtype)
+    a = torch.randn(tokens, 768, dtype=dtype, device=device)
+    w = torch.randn(3072, 768, dtype=dtype, device=device)
     for _ in range(3):  # warm-up
         torch.nn.functional.linear(a, w)
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else lambda: None
+    synchronize()
     runs, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         torch.nn.functional.linear(a, w)
         runs += 1
+    synchronize()
     return 2 * tokens * 768 * 3072 * runs / (time.perf_counter() - start)
 
 

@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ch06_classification.classifier import RANDOM_INIT
+from ch06_classification.local_cache import (
+    random_base_file,
+    recorded_digest,
+    remember_digest,
+    remembered_digest,
+)
+from ch06_classification.safe_files import atomic_output
 from gpt.errors import UserFacingError
 from gpt.model import INITS, GPTModel
 
 BASE_KINDS = ("pretrained", "random")
 RANDOM_INITS = INITS  # "book" (PyTorch's defaults) or "gpt2" (GPT-2's normal(0, 0.02))
+_TENSORS_DIGEST = "tensors_sha256"  # what the local cache remembers of a kept random base
 
 
 class BaseWeightsError(UserFacingError):
@@ -98,8 +108,11 @@ def locate_pretrained(base: BaseWeights, weights_dir: str | Path | None = None) 
 
 
 def check_pretrained_file(base: BaseWeights, path: Path, checkpoint: Path) -> None:
-    """Refuse a weights file other than the one ``checkpoint`` was trained on."""
-    found = file_sha256(path)
+    """Refuse a weights file other than the one ``checkpoint`` was trained on.
+
+    Its SHA-256 is remembered while the file is unchanged (``local_cache.py``): hashing
+    498 MB on every load would cost more than classifying a message."""
+    found = remembered_digest(path, "file_sha256", file_sha256)
     if found != base.sha256:
         raise BaseWeightsError(
             f"{checkpoint} was fine-tuned from {base.preset} weights with SHA-256 "
@@ -116,3 +129,32 @@ def check_random_tensors(base: BaseWeights, model: GPTModel, stored: set[str], c
             f"gives the random weights it was trained from (PyTorch {torch.__version__}); "
             "retrain, or use a full checkpoint (gpt-spam train --full-checkpoint)"
         )
+
+
+def kept_random_base(base: BaseWeights, config: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The random base's tensors (of a model of this ``config``), memory-mapped from the
+    file ``keep_random_base`` wrote, if that file is still as it was written (else None:
+    draw them again)."""
+    path = random_base_file({"base": base.to_dict(), "config": config})
+    if recorded_digest(path, _TENSORS_DIGEST) != base.sha256:
+        return None
+    try:
+        with safe_open(path, framework="pt") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError):
+        return None
+
+
+def keep_random_base(
+    base: BaseWeights, config: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> None:
+    """Keep a random base, already checked against ``base.sha256``, for the next loads
+    (best effort: a cache that cannot be written only means drawing them again)."""
+    path = random_base_file({"base": base.to_dict(), "config": config})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as temporary:
+            save_file({name: t.contiguous() for name, t in tensors.items()}, str(temporary))
+        remember_digest(path, _TENSORS_DIGEST, base.sha256)
+    except (OSError, SafetensorError):
+        pass

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ch06_classification.datafiles import SPLIT_FILES
-from ch06_classification.splits import read_split
 
 BASELINES = {
     "tfidf": "TF-IDF (word + character n-grams) + logistic regression",
@@ -73,6 +72,7 @@ def run_baseline(
     """Fit a baseline on ``train.csv`` and measure it on every set, as ``evaluate`` does
     (``threshold``: two classes only, default 0.5)."""
     from ch06_classification.evaluation import evaluate_predictor
+    from ch06_classification.splits import read_split  # pandas: when run, not for --help
 
     start = time.perf_counter()
     model = make_baseline(kind)

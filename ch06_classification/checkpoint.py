@@ -39,6 +39,9 @@ from ch06_classification.base_weights import (
     BaseWeights,
     check_pretrained_file,
     check_random_tensors,
+    frozen_tensors,
+    keep_random_base,
+    kept_random_base,
     locate_pretrained,
 )
 from ch06_classification.classifier import (
@@ -52,7 +55,7 @@ from ch06_classification.datafiles import CLASS_NAMES, MAX_CLASSES, atomic_outpu
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.lora import replace_linear_with_lora
-from gpt.model import GPTModel, uninitialized_gpt
+from gpt.model import GPTModel, gpt_skeleton, skip_init, uninitialized_gpt
 from gpt.tokenizer import END_OF_TEXT_ID
 
 CHECKPOINT_NAME = "model.safetensors"
@@ -405,14 +408,18 @@ def load_classifier(
 
     For a lean checkpoint, the base weights are found as training found them (``weights_dir``
     or ``GPT2_WEIGHTS_DIR`` first) and must be the very ones it recorded.
+
+    Nothing is copied that need not be: the model is built as a skeleton (shapes only, so
+    GPT-2's 50,257-way head, replaced by the class head, is never allocated), and its
+    tensors are those of the files, mapped into memory (safetensors), with the base's
+    digest remembered between commands (``local_cache.py``). Only LoRA runs rebuild their
+    base in memory, to add the adapters into it.
     """
     path = _existing(path)
     info = read_classifier_info(path)
-    # The model's shapes only ("meta": no storage, no random numbers drawn): enough to
-    # check every tensor of the file before anything expensive happens.
-    with torch.device("meta"):
-        skeleton = add_classification_head(GPTModel(info.config), num_classes=len(info.labels))
-        add_adapters(skeleton, info)
+    # The model's shapes only: enough to check every tensor of the file before anything
+    # expensive happens, and, filled with the file's tensors, the model itself.
+    skeleton = classifier_skeleton(info)
     stored = stored_tensor_names(skeleton, info)
     expected = {k: v.shape for k, v in skeleton.state_dict().items() if k in stored}
     try:
@@ -432,12 +439,47 @@ def load_classifier(
 
     if info.stored == "full":
         model = skeleton
-    else:
+    elif info.lora:
         model = _rebuild_base(info, weights_file)
         if info.base.kind == "random":
             check_random_tensors(info.base, model, stored, path)
-    model.load_state_dict(tensors, strict=info.stored == "full", assign=True)
+    else:
+        model = skeleton
+        tensors = {**_base_tensors(info, skeleton, stored, weights_file, path), **tensors}
+    # A LoRA run's base, rebuilt in memory, already holds every tensor the file lacks.
+    model.load_state_dict(tensors, strict=not info.lora or info.stored == "full", assign=True)
     return model.to(device).eval(), info
+
+
+def classifier_skeleton(info: ClassifierInfo) -> GPTModel:
+    """The classifier ``info`` describes, shapes only ("meta": nothing allocated or drawn)."""
+    with torch.device("meta"), skip_init():
+        model = add_classification_head(gpt_skeleton(info.config), num_classes=len(info.labels))
+        return add_adapters(model, info)
+
+
+def _base_tensors(
+    info: ClassifierInfo,
+    skeleton: GPTModel,
+    stored: set[str],
+    weights_file: Path | None,
+    checkpoint: Path,
+) -> dict[str, torch.Tensor]:
+    """The base's tensors for a lean checkpoint without adapters, by ``skeleton``'s names:
+    views into OpenAI's file, or the random base (kept from an earlier load, else drawn
+    from its seed, checked, and kept)."""
+    from gpt.weights import map_weights_file
+
+    if weights_file is not None:
+        return map_weights_file(skeleton, weights_file)
+    kept = kept_random_base(info.base, info.config.to_dict())
+    if kept is not None:
+        return kept
+    model = _rebuild_base(info, None)
+    check_random_tensors(info.base, model, stored, checkpoint)
+    frozen = dict(frozen_tensors(model, stored))
+    keep_random_base(info.base, info.config.to_dict(), frozen)
+    return frozen
 
 
 def _rebuild_base(info: ClassifierInfo, weights_file: Path | None) -> GPTModel:

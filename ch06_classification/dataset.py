@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from ch06_classification.batching import pad_right
 from ch06_classification.datafiles import SPLIT_FILES, DataError
-from ch06_classification.splits import read_split
 from gpt.tokenizer import END_OF_TEXT_ID
 
 Padding = Literal["fixed", "batch"]
@@ -92,6 +91,10 @@ class SpamDataset(Dataset):
             raise ValueError(f"padding must be 'fixed' or 'batch', not {padding!r}")
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be at least 1, not {max_length}")
+        # Imported here: pandas takes a while to import, and classifying needs only
+        # encode_message from this module.
+        from ch06_classification.splits import read_split
+
         self.data = read_split(Path(csv_file))
         encoded_texts = [encode_message(tokenizer, text) for text in self.data["Text"]]
         self.max_length = (

@@ -67,6 +67,46 @@ def autocast(device: torch.device, precision: str = "fp32") -> AbstractContextMa
     raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
 
 
+def native_bf16(device: torch.device) -> str | None:
+    """What gives ``device`` native bfloat16 matrix multiplication, in a few words, or None.
+
+    Without such units PyTorch emulates bfloat16 (converting to float32 and back), which is
+    slower than float32: ``--precision auto`` then stays in float32. A GPU qualifies from
+    NVIDIA's Ampere generation on (compute capability 8.0: bfloat16 tensor cores); a CPU
+    with Intel's AMX tiles or the AVX-512 BF16 dot-product instructions (or Arm's BF16
+    extension), as the operating system reports its flags.
+    """
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+        return None
+    if device.type != "cpu":
+        return None  # e.g. Apple's MPS: not claimed, so auto stays with float32
+    flags = cpu_flags()
+    for flag, unit in (
+        ("amx_bf16", "AMX bfloat16 tiles"),
+        ("avx512_bf16", "AVX-512 BF16 instructions"),
+        ("bf16", "Arm BF16 instructions"),  # /proc/cpuinfo's "Features" on aarch64
+    ):
+        if flag in flags:
+            return f"this CPU's {unit}"
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
 # glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD and M_MMAP_THRESHOLD.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 

@@ -46,6 +46,7 @@ from ch06_classification.metrics import (
     multiclass_metrics,
 )
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
+from ch06_classification.precision import set_classifier_precision
 from ch06_classification.runs import read_training_texts
 from ch06_classification.safe_files import replace_together, write_json
 from ch06_classification.splits import (
@@ -203,6 +204,7 @@ def evaluate_run(
     overwrite: bool = False,
     progress: bool = True,
     weights_dir: str | Path | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
@@ -210,7 +212,8 @@ def evaluate_run(
     default 0.5; none for more than two classes: ``evaluation-<data>.json``); prints the
     metrics table through ``log``, and a progress bar per set on stderr unless
     ``progress=False``. ``weights_dir`` is where the run's base weights are, if not where
-    training found them.
+    training found them. ``precision`` is ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
+    ``precision.py``).
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
@@ -229,6 +232,18 @@ def evaluate_run(
     classifier = SpamClassifier.from_pretrained(
         checkpoint, device, batch_size, weights_dir=weights_dir
     )
+    all_texts = [
+        text for name in SPLIT_FILES for text in read_split(data_dir / SPLIT_FILES[name])["Text"]
+    ]
+    choice = set_classifier_precision(
+        classifier,
+        precision,
+        sum(len(classifier.encode(text)) for text in all_texts),
+        run_dir,
+        [data_dir],
+        log,
+    )
+    log(f"Precision: {choice.describe()}")
     split_fingerprints = set(text_fingerprints(read_split(data_dir / SPLIT_FILES["train"])["Text"]))
     trained_on = read_training_texts(run_dir)
     if trained_on is None:
@@ -266,6 +281,8 @@ def evaluate_run(
         "data_dir": str(data_dir),
         "threshold": threshold,
         "id2label": id2label(class_names),
+        "precision": choice.precision,
+        "precision_reason": choice.reason,
         "own_split": own_split,
         "test_rows_seen_in_training": evaluation.seen_test,
         "realistic_rows_seen_in_training": evaluation.seen_realistic,

@@ -56,14 +56,17 @@ class Experiment:
     def folder(self) -> str:
         return f"{self.number:02d}"
 
-    def command(self, weights: str = "pretrained", token_position: str = "last") -> list[str]:
+    def command(
+        self, weights: str = "pretrained", token_position: str = "last", precision: str = "fp32"
+    ) -> list[str]:
         """The exact command line of this row (without data, device and output options)."""
         if self.baseline:
             return ["baseline", "--baselines", self.baseline]
         token = ["--token-position", token_position] if self.reads_table_token else []
+        lower = ["--precision", precision] if precision != "fp32" else []
         if "--weights" in self.options:  # the row is about the weights (row 10)
-            return ["train", *token, *self.options]
-        return ["train", *token, *self.options, "--weights", weights]
+            return ["train", *token, *self.options, *lower]
+        return ["train", *token, *self.options, "--weights", weights, *lower]
 
 
 # number, name, published train / validation / test accuracy and minutes, options. Every
@@ -120,9 +123,11 @@ BY_NUMBER = {row.number: row for row in EXPERIMENTS}
 SMALL_ROWS = (1, 2, 3, 4, 5, 10, 11, 13, 14, 15, 16, 17, 19)
 
 
-def describe_row(row: Experiment, weights: str, token_position: str = "last") -> str:
+def describe_row(
+    row: Experiment, weights: str, token_position: str = "last", precision: str = "fp32"
+) -> str:
     """Three lines for ``--list``: number and name, command, published figures."""
-    command = shlex.join(row.command(weights, token_position))
+    command = shlex.join(row.command(weights, token_position, precision))
     lines = [f"{row.number:>2}  {row.name}", f"    gpt-spam {command}"]
     if row.published:
         p = row.published
@@ -157,7 +162,7 @@ def run_experiments(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, row in enumerate(rows, start=1):
-        command = shlex.join(row.command(weights, token_position))
+        command = shlex.join(row.command(weights, token_position, precision))
         if row.baseline:
             settings, key = None, {"baseline": row.baseline}
         else:
@@ -202,9 +207,9 @@ def row_settings(
     from ch06_classification.commands import train
     from ch06_classification.commands.running import build_parser
 
-    argv = [*row.command(weights, token_position), "--data-dir", str(data_dir)]
+    argv = [*row.command(weights, token_position, precision), "--data-dir", str(data_dir)]
     argv += ["--device", device]
-    argv += ["--precision", precision] + (["--weights-dir", weights_dir] if weights_dir else [])
+    argv += ["--weights-dir", weights_dir] if weights_dir else []
     return train.settings_from_args(build_parser([train]).parse_args(argv))
 
 

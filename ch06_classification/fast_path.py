@@ -152,8 +152,8 @@ def last_position_block(
     ``W_key.bias`` is exactly zero. Dropping the term would leave ``W_key.bias.grad`` as
     None instead of zero, and AdamW skips parameters without a gradient, including its
     decoupled weight decay, which shrinks every parameter that has one, even a zero one.
-    The reference path would then decay the key bias and the fast path would not, and the
-    two would drift apart. Keeping the term gives the bias its (zero) gradient, so the
+    Training the full model would then decay the key bias and the fast path would not, and
+    the two would drift apart. Keeping the term gives the bias its (zero) gradient, so the
     optimizer treats it exactly as in the full block.
     """
     att = block.att
@@ -326,10 +326,10 @@ def prepare_fast_path(
 ) -> tuple[PrefixCachedClassifier, list[DataLoader]]:
     """Encode every split's frozen prefix once; return the trainable top and its loaders.
 
-    ``token_loaders`` are the straightforward path's loaders (over ``SpamDataset`` s); the
-    returned ones draw the same batches of cached hidden states. ``encode`` computes the
-    prefix (``encode_prefix``'s arguments; several processes share the work with
-    ``World.encode_prefix``).
+    ``token_loaders`` are the loaders the full model would train on (over
+    ``SpamDataset`` s); the returned ones draw the same batches of cached hidden states.
+    ``encode`` computes the prefix (``encode_prefix``'s arguments; several processes share
+    the work with ``World.encode_prefix``).
     """
     first_block = first_trainable_block(model)
     datasets: list[SpamDataset] = [loader.dataset for loader in token_loaders]  # type: ignore[misc]

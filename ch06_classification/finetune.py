@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ from ch06_classification.fast_path import (
     prepare_fast_path,
 )
 from ch06_classification.metrics import classification_metrics
+from ch06_classification.settings import TrainingSettings
 from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.training import (
     TrainingHistory,
@@ -62,43 +63,6 @@ def fast_path_cache_limit() -> int:
 
 
 @dataclass
-class TrainingSettings:
-    """Every knob of the recipe, with the book's values as defaults."""
-
-    model: str = "gpt2-small"
-    weights: str = "pretrained"  # or "random": same shapes, GPT-2's random initialisation
-    weights_dir: str | None = None  # local OpenAI weights instead of downloading them
-    trainable_layers: str = "last_block"  # or last_layer, last_two_blocks, all, lora
-    lora_rank: int = 16
-    lora_alpha: float = 16  # the adapters' update is scaled by lora_alpha / lora_rank
-    token_position: str = "flexible"
-    average_embeddings: bool = False  # average the outputs over the padded row instead
-    disable_causal_mask: bool = False
-    no_padding: bool = False  # each message at its own length, one per batch
-    context_length: str | int = "longest"  # "longest" training message, "model" (1,024), or N
-    drop_rate: float = 0.0
-    epochs: int = 5
-    batch_size: int = 8
-    accumulation_steps: int = 1  # optimizer step every N batches
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    eval_freq: int = 50
-    eval_iter: int = 5
-    seed: int = 123
-    device: str = "auto"
-    precision: str = "fp32"  # or "bf16"
-    fast_path: str = "auto"  # "on", "off" (the book's straightforward way), or "auto"
-    data_dir: str = "data"
-    # Store every tensor instead of only the trained ones plus a record of the base weights.
-    full_checkpoint: bool = False
-    # Changes to the model's shape, e.g. a tiny random model for tests and CI.
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class TrainingResult:
     model: GPTModel
     info: ClassifierInfo
@@ -106,7 +70,7 @@ class TrainingResult:
     accuracies: dict[str, float]  # on every example of each split
     # classification_metrics of each split (F1, precision, ...; per class for N > 2)
     metrics: dict[str, dict[str, Any]]
-    path: str  # "fast", "straightforward" or "reference"
+    path: str  # "fast", "full" or "book": see choose_path
     path_description: str
     prefix_seconds: float  # caching the frozen blocks (fast path only)
     train_seconds: float
@@ -120,14 +84,22 @@ class TrainingResult:
 
 
 def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
-    """Which training path runs, and a sentence saying why."""
+    """Which training path runs, and a sentence saying why.
+
+    - ``book``: the book's way: every message padded to ``max_length``, the whole model
+      run on every step (``fast_path="off"``);
+    - ``full``: the whole model run on every step, each batch padded only to its longest
+      message (where the fast path would not be exact, or would not fit in memory);
+    - ``fast``: the frozen blocks computed once and cached, the trainable rest run at the
+      classified token only (``fast_path.py``); the same numbers as ``full``.
+    """
     reason = fast_path_unavailable_reason(model)
     if settings.fast_path == "off":
-        return "reference", "the book's way: padded to max_length, every block on every step"
+        return "book", "the book's way: padded to max_length, every block on every step"
     if reason is not None:
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on is not possible here: {reason}")
-        return "straightforward", f"every trainable block on every step, because {reason}"
+        return "full", f"every trainable block on every step, because {reason}"
     k = first_trainable_block(model)
     if k == 0:
         frozen = "the embeddings (every block has trainable parameters)"
@@ -216,7 +188,7 @@ def fine_tune(
     # The book pads every message to the same length (see needs_fixed_padding for when
     # that matters). Otherwise a batch is padded only to its longest message.
     fixed = not settings.no_padding and (
-        path == "reference"
+        path == "book"
         or needs_fixed_padding(token_position, model.cfg.causal, settings.average_embeddings)
     )
     loaders = create_data_loaders(
@@ -250,7 +222,7 @@ def fine_tune(
         too_much = f"{needed / gib:.1f} GiB of cached hidden states, over {limit / gib:.1f} GiB"
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on would need {too_much}")
-        path, description = "straightforward", f"the fast path would need {too_much}"
+        path, description = "full", f"the fast path would need {too_much}"
     log(f"Training path: {path} ({description})")
 
     model.to(device)

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import tiktoken
 import torch
-from tqdm import tqdm
 
 from ch06_classification.batching import batches_by_length, pad_right
 from ch06_classification.checkpoint import (
@@ -28,7 +27,7 @@ from ch06_classification.checkpoint import (
 from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
 from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import encode_message
-from ch06_classification.devices import autocast, pick_device
+from ch06_classification.devices import pick_device
 from ch06_classification.fast_path import classify_logits
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
@@ -110,7 +109,9 @@ class SpamClassifier:
         self.info = info
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.precision = precision  # "bf16": matrix multiplications in bfloat16
+        self.precision = "fp32"
+        self._float32_weights: dict[str, torch.Tensor] | None = None
+        self.set_precision(precision)
         self.tokenizer = get_tokenizer()
 
     @classmethod
@@ -133,6 +134,26 @@ class SpamClassifier:
 
     from_checkpoint = from_pretrained  # the name this project used first
 
+    def set_precision(self, precision: str) -> None:
+        """Compute in ``"fp32"`` or ``"bf16"`` from now on (see ``precision.py``).
+
+        bfloat16 casts the weights once, so each batch reads half the bytes and converts
+        nothing; the float32 weights are kept, so that going back is exact.
+        """
+        from ch06_classification.precision import DTYPES
+
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {tuple(DTYPES)}, not {precision!r}")
+        if precision == self.precision:
+            return
+        if precision == "bf16":
+            self._float32_weights = self.model.state_dict()  # the tensors, not copies
+            self.model.to(DTYPES["bf16"])
+        else:
+            self.model.load_state_dict(self._float32_weights, assign=True)
+            self._float32_weights = None
+        self.precision = precision
+
     def save_pretrained(self, folder: str | Path, full: bool = False) -> Path:
         """Write ``model.safetensors`` and ``config.json`` (with ``id2label`` / ``label2id``)
         into ``folder``, for ``from_pretrained``.
@@ -144,7 +165,12 @@ class SpamClassifier:
         stored = "trained" if not full and self.info.base is not None else "full"
         if self.info.trainable_layers == "all":
             stored = "full"  # nothing of the base is left to share
-        return save_checkpoint_folder(self.model, replace(self.info, stored=stored), folder)
+        precision = self.precision
+        self.set_precision("fp32")  # the weights as trained, not rounded to bfloat16
+        try:
+            return save_checkpoint_folder(self.model, replace(self.info, stored=stored), folder)
+        finally:
+            self.set_precision(precision)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -229,22 +255,24 @@ class SpamClassifier:
             info.token_position, self.model.cfg.causal, info.average_embeddings
         )
         batches = batches_by_length([len(ids) for ids in encoded], batch_size=self.batch_size)
-        bar = tqdm(batches, desc="Classifying", unit="batch", disable=not progress, leave=False)
-        for chunk in bar:
+        if progress:
+            from tqdm import tqdm  # imported only when shown: a quick classify needs none
+
+            batches = tqdm(batches, desc="Classifying", unit="batch", leave=False)
+        for chunk in batches:
             ids = pad_right(
                 [encoded[i] for i in chunk],
                 self.info.pad_token_id,
                 width=self.max_tokens if fixed else None,
             )
             lengths = torch.tensor([len(encoded[i]) for i in chunk])
-            with autocast(self.device, self.precision):
-                logits = classify_logits(
-                    self.model,
-                    ids.to(self.device),
-                    lengths.to(self.device),
-                    info.token_position,
-                    info.average_embeddings,
-                )
+            logits = classify_logits(
+                self.model,
+                ids.to(self.device),
+                lengths.to(self.device),
+                info.token_position,
+                info.average_embeddings,
+            )
             probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return probabilities
 

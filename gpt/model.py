@@ -16,7 +16,8 @@ as the book's model does.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -275,6 +276,38 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Build modules without drawing their initial weights (``torch.nn.init`` does nothing).
+
+    For modules built on PyTorch's "meta" device, whose tensors hold no numbers to draw:
+    PyTorch would still run each initialiser there, and its meta ``normal_`` imports
+    PyTorch's compiler on first use (seconds on a small CPU). Hugging Face's
+    ``no_init_weights`` does the same. Not thread-safe: it swaps functions of a module.
+    """
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_")
+    saved = {name: getattr(nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(nn.init, name, _leave_as_is)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
+def _leave_as_is(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return tensor
+
+
+def gpt_skeleton(cfg: GPTConfig) -> GPTModel:
+    """A tied ``GPTModel`` with its shapes and no storage ("meta"): nothing allocated, no
+    random number drawn, not even for the 50,257-way head. Fill it with
+    ``load_state_dict(tensors, assign=True)``, which takes the tensors as they are."""
+    with torch.device("meta"), skip_init():
+        return GPTModel(cfg, init="gpt2")  # tied, as the released weights are
+
+
 def uninitialized_gpt(cfg: GPTConfig) -> GPTModel:
     """A ``GPTModel`` whose weights are left uninitialised, to be overwritten by a load.
 
@@ -282,8 +315,7 @@ def uninitialized_gpt(cfg: GPTConfig) -> GPTModel:
     model on PyTorch's "meta" device (shapes, no storage) and then allocating empty
     storage skips that.
     """
-    with torch.device("meta"):
-        model = GPTModel(cfg, init="gpt2")  # tied, as the released weights are
+    model = gpt_skeleton(cfg)
     model.to_empty(device="cpu")
     model.out_head.weight = model.tok_emb.weight  # to_empty gives shared weights separate storage
     return model

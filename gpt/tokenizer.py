@@ -63,10 +63,12 @@ def gpt2_mergeable_ranks(folder: Path) -> dict[bytes, int]:
     """
     encoder_text = _read_checked(folder / ENCODER_FILE)
     merges_text = _read_checked(folder / MERGES_FILE)
-    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    # Each printable character back to the byte it stands for, as a str.translate table:
+    # the character of byte b becomes chr(b), which Latin-1 encodes as the byte b.
+    to_byte = {ord(char): byte for byte, char in bytes_to_unicode().items()}
 
     def as_bytes(token: str) -> bytes:
-        return bytes(to_byte[char] for char in token)
+        return token.translate(to_byte).encode("latin-1")
 
     encoder = json.loads(encoder_text)
     ranks = {as_bytes(token): rank for token, rank in encoder.items() if token != END_OF_TEXT}

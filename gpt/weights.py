@@ -35,6 +35,8 @@ WEIGHTS_FILENAME = "model.safetensors"
 # [1, 1, 1024, 1024] lower-triangular matrix) and a masking constant. GPTModel builds its
 # own mask, so these are skipped.
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# What a checkpoint with the wrong tensors most likely is.
+_WRONG_SIZE = "is it a GPT-2 checkpoint of this size?"
 
 
 class WeightsError(UserFacingError):
@@ -317,26 +319,53 @@ def _assign_weights(
             model.out_head.weight.copy_(model.tok_emb.weight)
 
 
+def map_weights_file(model: GPTModel, path: str | Path) -> dict[str, torch.Tensor]:
+    """``model``'s transformer weights (its head aside) as views into OpenAI's file, mapped
+    into memory: nothing is read until used, and nothing is copied.
+
+    For ``model.load_state_dict(tensors, strict=False, assign=True)`` on a model built
+    without storage (``gpt_skeleton``). Unlike ``load_weights_into_gpt`` the weights stay
+    in the file's layout: a Conv1D weight becomes the transpose of a matrix stored
+    [in, out], which matrix multiplication reads as it is.
+    """
+    path = Path(path)
+    sources = openai_parameter_sources(model.cfg)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    try:
+        with safe_open(path, framework="pt") as file:
+            keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
+            _check_keys(keys, sources, path)
+            tensors = {key: file.get_tensor(keys[key]) for key in {s.key for s in sources.values()}}
+    except SafetensorError as error:
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
+        ) from error
+    except FileNotFoundError as error:
+        raise WeightsError(f"weights file {path} does not exist") from error
+    return {
+        name: _take(tensors[source.key], source, params[name], path).to(torch.float32)
+        for name, source in sources.items()
+    }
+
+
 def _check_keys(keys: dict[str, str], sources: dict[str, Source], path: str | Path) -> None:
     needed = {source.key for source in sources.values()}
     missing = sorted(needed - keys.keys())
     if missing:
-        raise WeightsError(
-            f"{path} lacks tensor {missing[0]!r}"
-            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-            + "; is it a GPT-2 checkpoint of this size?"
-        )
+        raise WeightsError(f"{path} lacks tensor {_first_of(missing)}; {_WRONG_SIZE}")
     unexpected = sorted(
         k
         for k in keys.keys() - needed
         if not k.endswith(_IGNORED_SUFFIXES) and k != "lm_head.weight"
     )
     if unexpected:
-        raise WeightsError(
-            f"{path} has unexpected tensor {unexpected[0]!r}"
-            + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
-            + "; is it a GPT-2 checkpoint of this size?"
-        )
+        raise WeightsError(f"{path} has unexpected tensor {_first_of(unexpected)}; {_WRONG_SIZE}")
+
+
+def _first_of(names: list[str]) -> str:
+    """The first name, and how many more there are: ``'h.1.ln_1.bias' (and 3 more)``."""
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return f"{names[0]!r}{more}"
 
 
 def _take(
@@ -349,7 +378,7 @@ def _take(
     if tuple(tensor.shape) != expected:
         raise WeightsError(
             f"{path}: tensor {source.key!r} has shape {tuple(tensor.shape)} but the model needs "
-            f"{expected}; is it a GPT-2 checkpoint of this size?"
+            f"{expected}; {_WRONG_SIZE}"
         )
     if source.chunk is not None:
         tensor = tensor.chunk(3, dim=-1)[source.chunk]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed
 
-from benchmarks import finetune
+from benchmarks import classify, finetune
 from benchmarks.common import prepare_data, say
 
 # Each module: add_arguments(parser) for its options, run(args, data_dir) -> its figures.
-BENCHMARKS = {"finetune": finetune}
+BENCHMARKS = {"finetune": finetune, "classify": classify}
 
 
 def main(argv: list[str] | None = None) -> int:

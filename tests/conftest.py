@@ -50,6 +50,15 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _loopback_only_getaddrinfo)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _local_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """gpt-spam's cache on this machine (digests, random bases) in a folder of the test
+    session, for commands run here and in child processes alike: never the user's."""
+    from ch06_classification.local_cache import CACHE_DIR_ENV
+
+    os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("gpt-spam-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of the real SMS Spam Collection (its zip and the SMSSpamCollection file
@@ -99,3 +108,30 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_classifier import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every model that fine-tuning builds is tiny (``TINY_GPT2``, at gpt2-small's context):
+    `gpt-spam train` and the pipeline take seconds, not minutes."""
+    from ch06_classification import finetune
+    from tests.tiny_classifier import TINY_GPT2
+
+    build = finetune.build_classifier
+
+    def tiny(*args, **kwargs):
+        return build(*args, **{**kwargs, **TINY_GPT2})
+
+    monkeypatch.setattr(finetune, "build_classifier", tiny)
+
+
+@pytest.fixture
+def http_server(monkeypatch: pytest.MonkeyPatch):
+    """A ``LocalServer`` on 127.0.0.1 (see ``tests/local_server.py``); short download
+    timeouts keep a hang bounded."""
+    from ch06_classification import download
+    from tests.local_server import serving
+
+    monkeypatch.setattr(download, "HTTP_TIMEOUT", (2, 5))
+    with serving() as server:
+        yield server

@@ -1,4 +1,4 @@
-"""Helpers for the fault tests: a tiny model for `gpt-spam train`, processes that hold a
+"""Helpers for the fault tests: data for `gpt-spam train`, processes that hold a
 folder or die mid-write, and a view of what a folder holds."""
 
 from __future__ import annotations
@@ -11,22 +11,9 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from ch06_classification import finetune
 from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits
-
-TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4}
-
-
-@pytest.fixture
-def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """gpt2-small's vocabulary and context, but 2 blocks 32 wide: `train` takes a second."""
-    build = finetune.build_classifier
-    monkeypatch.setattr(
-        finetune, "build_classifier", lambda *args, **kwargs: build(*args, **{**kwargs, **TINY})
-    )
 
 
 def synthetic_data(data_dir: Path) -> Path:

@@ -40,3 +40,8 @@ def zip_archive(members: dict[str, bytes]) -> bytes:
         for name, content in members.items():
             archive.writestr(name, content)
     return buffer.getvalue()
+
+
+# A valid collection and the zip it comes in, as the UCI site serves it.
+VALID_TSV = synthetic_collection()
+VALID_ZIP = zip_archive({"readme": b"about the data", "SMSSpamCollection": VALID_TSV})

@@ -42,8 +42,8 @@ from gpt.model import GPTModel, count_parameters
 from gpt.tokenizer import END_OF_TEXT_ID
 from gpt.weights import WeightsError, download_and_load_gpt2, load_weights_into_gpt
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint
-from tests.sms_data import SMS_SPAM_ZIP, zip_archive
-from tests.test_download import VALID_ZIP, LocalServer, http_server  # noqa: F401 (a fixture)
+from tests.local_server import LocalServer
+from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP, zip_archive
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,  # Vocabulary size
@@ -626,7 +626,7 @@ def test_gpt2_init_is_one_keyword_away() -> None:
 
 def test_download_and_unzip_spam_data_keeps_the_books_files_and_validates(
     tmp_path: Path,
-    http_server: LocalServer,  # noqa: F811 (the fixture imported above)
+    http_server: LocalServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:

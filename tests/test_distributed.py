@@ -193,7 +193,7 @@ RECIPES = {
 
 def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_models, capsys):
     data = write_synthetic_splits(tmp_path / "data", sizes=(48, 17, 16))
-    common = ["--data-dir", data, "--weights", "random"]
+    common = ["--data-dir", data, "--weights", "random", "--device", "cpu"]
 
     def command(runs: Path, recipe: str) -> list[str]:
         return [*map(str, common), "--run-dir", str(runs / recipe), *RECIPES[recipe]]
@@ -244,7 +244,7 @@ def test_interrupting_one_process_stops_them_all_and_saves_nothing(tmp_path):
     pids.mkdir()
     run_dir = tmp_path / "runs" / "run"
     two = torchrun(
-        *["--data-dir", data, "--run-dir", run_dir, "--weights", "random"],
+        *["--data-dir", data, "--run-dir", run_dir, "--weights", "random", "--device", "cpu"],
         *["--epochs", "100000", "--eval-freq", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import re
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -16,64 +13,14 @@ import pytest
 from ch06_classification import download
 from ch06_classification.datafiles import SMS_SPAM_TSV, DataError, atomic_output
 from ch06_classification.download import download_sms_spam, read_sms_spam, validate_sms_spam
-from tests.sms_data import synthetic_collection, zip_archive
-
-VALID_TSV = synthetic_collection()
-VALID_ZIP = zip_archive({"readme": b"about the data", "SMSSpamCollection": VALID_TSV})
+from tests.local_server import LocalServer
+from tests.sms_data import VALID_TSV, VALID_ZIP, synthetic_collection, zip_archive
 
 
 @pytest.fixture(autouse=True)
 def no_source_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own SMS_SPAM_SOURCE must not decide which path these tests take."""
     monkeypatch.delenv(download.SOURCE_ENV_VAR, raising=False)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes``: path -> (body, declared Content-Length or None)."""
-
-    def do_GET(self) -> None:
-        route = self.server.routes.get(self.path)
-        if route is None:
-            self.send_error(404)
-            return
-        body, declared_length = route
-        self.send_response(200)
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(declared_length or len(body)))
-        self.end_headers()
-        self.wfile.write(body)  # then the connection closes, short if declared_length lied
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
-
-
-class LocalServer:
-    def __init__(self, server: ThreadingHTTPServer) -> None:
-        self.server = server
-        server.routes = {}
-
-    def serve(self, path: str, body: bytes, declared_length: int | None = None) -> str:
-        self.server.routes[path] = (body, declared_length)
-        return self.url(path)
-
-    def url(self, path: str) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{path}"
-
-
-@pytest.fixture
-def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
-    """An HTTP server on 127.0.0.1 in a thread; short timeouts keep a hang bounded."""
-    monkeypatch.setattr(download, "HTTP_TIMEOUT", (2, 5))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield LocalServer(server)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def closed_port_url() -> str:

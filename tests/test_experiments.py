@@ -10,7 +10,7 @@ import pytest
 from ch06_classification import finetune
 from ch06_classification.cli import build_parser
 from ch06_classification.commands.train import settings_from_args
-from ch06_classification.experiments import BY_NUMBER, SMALL_ROWS, run_experiments
+from ch06_classification.experiments import BY_NUMBER, SMALL_ROWS, row_settings, run_experiments
 from tests.run_cli import gpt_spam
 from tests.synthetic_splits import write_synthetic_splits
 
@@ -128,7 +128,7 @@ def test_a_row_with_the_same_settings_reuses_the_result(data_dir, tmp_path):
     )
     five, ten = summaries
     assert (five["same_as"], ten["same_as"]) == (None, 5)
-    assert five["path"] == "straightforward"  # every layer trains
+    assert five["path"] == "full"  # every layer trains
     assert (ten["test"], ten["minutes"]) == (five["test"], five["minutes"])
     assert ten["command"] == "train --token-position last --weights random --trainable-layers all"
 
@@ -143,3 +143,14 @@ def test_list_and_bad_rows_from_the_command_line(tmp_path):
     assert "21  baseline: majority class" in listed.stdout
     bad = gpt_spam("experiments", "--rows", "1,18", cwd=tmp_path)
     assert bad.returncode == 2 and "expected row numbers among" in bad.stderr
+
+
+def test_a_rows_command_names_a_lower_precision():
+    row = BY_NUMBER[5]
+    assert row.command("random", precision="bf16") == [
+        "train", "--token-position", "last", "--trainable-layers", "all",
+        "--weights", "random", "--precision", "bf16",
+    ]  # fmt: skip
+    assert "--precision" not in row.command("random")  # float32, the default, is implied
+    settings = row_settings(row, "random", precision="bf16")
+    assert (settings.precision, settings.trainable_layers) == ("bf16", "all")

@@ -1,4 +1,4 @@
-"""The fast path computes what the straightforward path computes, only less of it."""
+"""The fast path computes what the full model computes, only less of it."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def run_steps(model, loader, device, steps: int):
 
 
 @pytest.mark.parametrize("trainable_layers", ["last_block", "last_two_blocks"])
-def test_training_steps_match_the_straightforward_path(data_dir, tokenizer, trainable_layers):
+def test_training_steps_match_the_full_model(data_dir, tokenizer, trainable_layers):
     """Same batches, same losses and gradients at every step, same accuracy after."""
     device = torch.device("cpu")
     reference_model = tiny_model(trainable_layers)
@@ -178,11 +178,11 @@ def test_when_the_fast_path_does_not_apply():
 def test_choose_path_says_which_runs_and_why():
     model = tiny_model()
     assert choose_path(TrainingSettings(), model)[0] == "fast"
-    assert choose_path(TrainingSettings(fast_path="off"), model)[0] == "reference"
+    assert choose_path(TrainingSettings(fast_path="off"), model)[0] == "book"
     path, why = choose_path(TrainingSettings(token_position="first"), model)
     assert path == "fast" and "first token only" in why
     path, why = choose_path(TrainingSettings(trainable_layers="all"), tiny_model("all"))
-    assert path == "straightforward" and "embeddings are trainable" in why
+    assert path == "full" and "embeddings are trainable" in why
     with pytest.raises(UserFacingError, match="--fast-path on is not possible"):
         choose_path(TrainingSettings(fast_path="on"), tiny_model("all"))
 
@@ -231,7 +231,7 @@ def test_fast_path_trains_like_the_books_way(small_data_dir, options):
     )
     fast = fine_tune(settings, log=lambda line: None)
     reference = fine_tune(dataclasses.replace(settings, fast_path="off"), log=lambda line: None)
-    assert (fast.path, reference.path) == ("fast", "reference")
+    assert (fast.path, reference.path) == ("fast", "book")
     assert fast.history.steps == reference.history.steps
     torch.testing.assert_close(
         fast.history.train_losses, reference.history.train_losses, rtol=0, atol=1e-5

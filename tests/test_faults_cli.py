@@ -21,7 +21,7 @@ import pytest
 from ch06_classification import evaluation, finetune, safe_files
 from ch06_classification.cli import main
 from ch06_classification.download import download_sms_spam
-from tests.faults import contents, synthetic_data, tiny_models, train_args  # noqa: F401
+from tests.faults import contents, synthetic_data, train_args
 from tests.sms_data import synthetic_collection, zip_archive
 
 # --- Every option is checked by the parser -----------------------------------------------

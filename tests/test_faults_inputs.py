@@ -18,8 +18,9 @@ from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
 from ch06_classification.download import download_sms_spam
 from ch06_classification.finetune import TrainingSettings, fine_tune
 from ch06_classification.splits import read_split
-from tests.faults import TINY, contents, synthetic_data
+from tests.faults import contents, synthetic_data
 from tests.sms_data import synthetic_collection, zip_archive
+from tests.tiny_classifier import TINY
 
 # --- Split CSVs -----------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ def test_messages_longer_than_the_context_are_cut_with_a_count(tmp_path: Path) -
             weights="random",
             epochs=1,
             context_length="longest",
-            config_overrides={**TINY, "context_length": 32},
+            config_overrides=TINY,
         ),
         log=lines.append,
     )

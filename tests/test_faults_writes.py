@@ -27,7 +27,6 @@ from tests.faults import (
     contents,
     python,
     synthetic_data,
-    tiny_models,  # noqa: F401 (a fixture)
     train_args,
 )
 

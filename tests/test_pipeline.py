@@ -7,22 +7,9 @@ import json
 import re
 
 import pandas as pd
-import pytest
 
-from ch06_classification import finetune
 from ch06_classification.cli import main
 from ch06_classification.commands.pipeline import SAMPLE_MESSAGES
-
-
-@pytest.fixture
-def tiny_models(monkeypatch):
-    """gpt2-small's vocabulary and context, but 2 blocks 32 wide: seconds, not minutes."""
-    build = finetune.build_classifier
-
-    def tiny(*args, **kwargs):
-        return build(*args, **{**kwargs, "emb_dim": 32, "n_layers": 2, "n_heads": 4})
-
-    monkeypatch.setattr(finetune, "build_classifier", tiny)
 
 
 def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, tiny_models):

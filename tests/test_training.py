@@ -91,7 +91,7 @@ def test_a_tiny_model_learns_a_tiny_task(data_dir):
     )
     result = fine_tune(settings, log=lambda line: None)
     history = result.history
-    assert result.path == "straightforward"  # all layers train: no frozen prefix to cache
+    assert result.path == "full"  # all layers train: no frozen prefix to cache
     assert history.train_losses[-1] < 0.5 * history.train_losses[0]
     assert history.val_accs[-1] > history.val_accs[0] or history.val_accs[0] == 1.0
     assert result.accuracies["test"] >= 0.9  # the two classes use disjoint words

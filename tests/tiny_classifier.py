@@ -12,7 +12,9 @@ from pathlib import Path
 from ch06_classification.checkpoint import CHECKPOINT_NAME, ClassifierInfo, save_classifier
 from ch06_classification.classifier import build_classifier
 
-TINY = {"context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2}
+# gpt2-small's vocabulary (GPT-2's tokenizer reads real text), 2 blocks 32 wide.
+TINY_GPT2 = {"emb_dim": 32, "n_heads": 4, "n_layers": 2}
+TINY = {**TINY_GPT2, "context_length": 32}
 MAX_LENGTH = 16  # below the context, so that cutting to max_length is tested on its own
 
 # Different lengths (in tokens), so that batching by length reorders them.

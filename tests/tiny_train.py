@@ -17,14 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ch06_classification import finetune
 from ch06_classification.cli import main
-from tests.faults import TINY
+from tests.tiny_classifier import TINY_GPT2
 
 # No biases on the query/key/value projections: the key bias's true gradient is exactly 0
 # (softmax ignores a shift common to every score), so AdamW, which divides each gradient by
 # its own running size, moves it by rounding noise alone, differently in any two runs that
 # add in another order (1 thread against 2 differ as much). Without it, every weight of two
 # equal runs agrees to ~1e-7.
-TINY_MODEL = {**TINY, "qkv_bias": False}
+TINY_MODEL = {**TINY_GPT2, "qkv_bias": False}
 
 
 def use_tiny_models() -> None:

@@ -9,6 +9,7 @@ from ch06_classification.commands.options import (
     add_classifying_options,
     add_data_dir_option,
     add_device_option,
+    add_precision_option,
     add_run_dir_option,
 )
 
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_dir_option(parser)
     add_data_dir_option(parser)
     add_device_option(parser)
+    add_precision_option(parser, auto=True)
     add_classifying_options(parser)
     parser.add_argument(
         "--overwrite",
@@ -75,5 +77,6 @@ def run(args: argparse.Namespace) -> int:
             threshold,
             overwrite=args.overwrite,
             weights_dir=args.weights_dir,
+            precision=args.precision,
         )
     return 0

@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.experiments import BY_NUMBER, EXPERIMENTS, describe_row
 
     if args.list:
-        listing = (describe_row(row, args.weights, args.token_position) for row in EXPERIMENTS)
+        listing = (
+            describe_row(row, args.weights, args.token_position, args.precision)
+            for row in EXPERIMENTS
+        )
         print("\n\n".join(listing))
         return 0
     from ch06_classification.experiments import markdown_table, run_experiments

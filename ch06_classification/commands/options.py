@@ -101,9 +101,29 @@ def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
 def add_precision_option(
     parser: argparse.ArgumentParser,
     help: str = "bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
+    *,
+    auto: bool = False,
 ) -> None:
-    """``--precision``: fp32, or bf16 autocast (``help`` says what it applies to)."""
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=help)
+    """``--precision``: fp32, or bf16 autocast (``help`` says what it applies to).
+
+    ``auto=True`` for the commands that classify with a trained model (``classify``,
+    ``evaluate``): bf16 casts the model's weights, and ``auto``, their default, picks
+    bf16 where it is faster and gives the same labels (``ch06_classification/precision.py``).
+    """
+    if not auto:
+        parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=help)
+        return
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default="auto",
+        help=(
+            "compute in float32 or bfloat16 (the weights cast once); auto: bfloat16 where "
+            "the CPU or GPU has native bfloat16 matrix units, there is enough to classify, "
+            "and it gives float32's labels on the run's validation split (checked once per "
+            "run, remembered in its folder), else float32 (default: %(default)s)"
+        ),
+    )
 
 
 def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
@@ -228,7 +248,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     """What ``train`` fine-tunes and how: the knobs of ``TrainingSettings`` besides the
     model, data, seed and device options, which more steps share."""
     from ch06_classification.classifier import TOKEN_POSITIONS, TRAINABLE_LAYERS
-    from ch06_classification.finetune import TrainingSettings
+    from ch06_classification.settings import TrainingSettings
 
     defaults = TrainingSettings()
     parser.add_argument(
@@ -358,8 +378,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.fast_path,
         help=(
             "cache the frozen blocks and compute only the classified token (on), train the "
-            "book's straightforward way (off), or use the fast path where it is exact (auto, "
-            "the default)"
+            "book's way, every message padded to the same length and every block run on "
+            "every step (off), or use the fast path where it is exact (auto, the default)"
         ),
     )
 

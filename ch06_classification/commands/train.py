@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from ch06_classification.finetune import TrainingSettings
+    from ch06_classification.settings import TrainingSettings
 
     return TrainingSettings(
         model=args.model,

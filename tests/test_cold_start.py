@@ -1,0 +1,118 @@
+"""What keeps ``gpt-spam classify "..."`` quick from a cold start: no heavy imports, file
+digests remembered while the file is unchanged, and random bases kept (local_cache.py).
+No timing is asserted: the seconds are measured by benchmarks/classify.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ch06_classification import checkpoint as checkpoint_module
+from ch06_classification.base_weights import file_sha256
+from ch06_classification.checkpoint import read_classifier_info
+from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.inference import SpamClassifier
+from ch06_classification.local_cache import CACHE_DIR_ENV, random_base_file, remembered_digest
+from ch06_classification.runs import save_training_run
+from tests.run_cli import ROOT
+from tests.synthetic_splits import write_synthetic_splits
+from tests.tiny_classifier import MESSAGES
+
+TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 32}
+# What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling.
+HEAVY = ("pandas", "matplotlib", "sklearn", "scipy", "requests", "huggingface_hub", "torch._dynamo")
+
+
+@pytest.fixture(scope="module")
+def lean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lean run from random weights: loading it rebuilds (or finds kept) its base."""
+    data_dir = write_synthetic_splits(tmp_path_factory.mktemp("data"), sizes=(24, 8, 8))
+    settings = TrainingSettings(
+        weights="random", data_dir=str(data_dir), epochs=1, config_overrides=TINY
+    )
+    run_dir = tmp_path_factory.mktemp("run")
+    save_training_run(fine_tune(settings, log=lambda line: None), run_dir)
+    return run_dir
+
+
+def test_classify_imports_none_of_the_heavy_modules(lean_run: Path, tmp_path: Path) -> None:
+    script = (
+        "import json, sys\n"
+        "from ch06_classification.cli import main\n"
+        f"status = main(['classify', '--run-dir', {str(lean_run)!r}, 'WINNER! claim now'])\n"
+        f"print(json.dumps([status, sorted(m for m in {HEAVY!r} if m in sys.modules)]))\n"
+    )
+    # A fresh cache: the random base is drawn from its seed here, not read from a file.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), CACHE_DIR_ENV: str(tmp_path / "cache")}
+    for _ in range(2):  # the first load keeps the base, the second reads it
+        result = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        status, imported = json.loads(result.stdout.splitlines()[-1])
+        assert status == 0 and imported == []
+
+
+def test_a_remembered_digest_is_recomputed_when_the_file_changes(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    computed = []
+
+    def sha256(file: Path) -> str:
+        computed.append(file)
+        return file_sha256(file)
+
+    first = remembered_digest(path, "file_sha256", sha256)
+    assert remembered_digest(path, "file_sha256", sha256) == first
+    assert len(computed) == 1  # the second answer was remembered
+
+    stat = path.stat()
+    path.write_bytes(b"b" * 1000)  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even the same mtime
+    changed = remembered_digest(path, "file_sha256", sha256)
+
+    assert len(computed) == 2 and changed == file_sha256(path) != first
+
+
+def test_a_random_base_is_kept_and_then_read_instead_of_drawn(
+    lean_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = SpamClassifier.from_pretrained(lean_run, device="cpu")  # keeps it (or read it)
+    expected = drawn.predict_proba(list(MESSAGES))
+
+    def no_drawing(*args: object) -> None:
+        raise AssertionError("the random base was drawn again")
+
+    monkeypatch.setattr(checkpoint_module, "random_gpt", no_drawing)
+    kept = SpamClassifier.from_pretrained(lean_run, device="cpu")
+
+    np.testing.assert_array_equal(kept.predict_proba(list(MESSAGES)), expected)
+
+
+def test_a_kept_random_base_that_was_changed_is_not_trusted(
+    lean_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SpamClassifier.from_pretrained(lean_run, device="cpu")  # make sure it is kept
+    info = read_classifier_info(lean_run / "model.safetensors")
+    kept_file = random_base_file({"base": info.base.to_dict(), "config": info.config.to_dict()})
+    data = bytearray(kept_file.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes infinity
+    kept_file.write_bytes(bytes(data))
+    drawn = []
+    real_random_gpt = checkpoint_module.random_gpt
+
+    def counting_random_gpt(*args, **kwargs):
+        drawn.append(1)
+        return real_random_gpt(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "random_gpt", counting_random_gpt)
+    classifier = SpamClassifier.from_pretrained(lean_run, device="cpu")
+
+    assert drawn == [1]  # drawn again, checked against the run's record, and kept again
+    assert np.isfinite(classifier.predict_proba(list(MESSAGES))).all()
