@@ -233,7 +233,9 @@ def evaluate_run(
         checkpoint, device, batch_size, weights_dir=weights_dir
     )
     all_texts = [
-        text for name in SPLIT_FILES for text in read_split(data_dir / SPLIT_FILES[name])["Text"]
+        text
+        for name in evaluation_splits(data_dir)
+        for text in read_split(data_dir / SPLIT_FILES[name])["Text"]
     ]
     choice = set_classifier_precision(
         classifier,
