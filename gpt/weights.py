@@ -274,10 +274,18 @@ def load_weights_into_gpt(model: GPTModel, params: str | Path | Mapping[str, Any
         _assign_weights(model, {k: k for k in tensors}, tensors.__getitem__, "params")
         return
     path = Path(params)
+    with _weights_file(path) as (file, keys):
+        _assign_weights(model, keys, file.get_tensor, path)
+
+
+@contextmanager
+def _weights_file(path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
+    """An open safetensors file of OpenAI's weights, and its tensor names without any
+    ``transformer.`` prefix (mapped to the names in the file); a bad file is a
+    ``WeightsError``."""
     try:
         with safe_open(path, framework="pt") as file:
-            keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
-            _assign_weights(model, keys, file.get_tensor, path)
+            yield file, {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
     except SafetensorError as error:
         raise WeightsError(
             f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
@@ -331,17 +339,9 @@ def map_weights_file(model: GPTModel, path: str | Path) -> dict[str, torch.Tenso
     path = Path(path)
     sources = openai_parameter_sources(model.cfg)
     params = dict(model.named_parameters(remove_duplicate=False))
-    try:
-        with safe_open(path, framework="pt") as file:
-            keys = {_strip_prefix(k): k for k in file.keys()}  # noqa: SIM118 (not a dict)
-            _check_keys(keys, sources, path)
-            tensors = {key: file.get_tensor(keys[key]) for key in {s.key for s in sources.values()}}
-    except SafetensorError as error:
-        raise WeightsError(
-            f"{path} is not a readable safetensors file ({error}); is the download incomplete?"
-        ) from error
-    except FileNotFoundError as error:
-        raise WeightsError(f"weights file {path} does not exist") from error
+    with _weights_file(path) as (file, keys):
+        _check_keys(keys, sources, path)
+        tensors = {key: file.get_tensor(keys[key]) for key in {s.key for s in sources.values()}}
     return {
         name: _take(tensors[source.key], source, params[name], path).to(torch.float32)
         for name, source in sources.items()
