@@ -66,10 +66,11 @@ class BaselineResult:
 def run_baseline(
     kind: str,
     data_dir: str | Path = "data",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     log: Callable[[str], None] = print,
 ) -> BaselineResult:
-    """Fit a baseline on ``train.csv`` and measure it on every set, as ``evaluate`` does."""
+    """Fit a baseline on ``train.csv`` and measure it on every set, as ``evaluate`` does
+    (``threshold``: two classes only, default 0.5)."""
     from ch06_classification.evaluation import evaluate_predictor
     from ch06_classification.splits import read_split  # pandas: when run, not for --help
 

@@ -45,14 +45,13 @@ from ch06_classification.base_weights import (
     locate_pretrained,
 )
 from ch06_classification.classifier import (
-    LABELS,
     TOKEN_POSITIONS,
     TRAINABLE_LAYERS,
     add_classification_head,
     random_gpt,
     trained_parameter_names,
 )
-from ch06_classification.datafiles import atomic_output
+from ch06_classification.datafiles import CLASS_NAMES, MAX_CLASSES, atomic_output, id2label
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.lora import replace_linear_with_lora
@@ -80,7 +79,7 @@ class ClassifierInfo:
     config: GPTConfig
     max_length: int  # messages are cut to this many tokens
     token_position: str = "flexible"
-    labels: tuple[str, ...] = LABELS
+    labels: tuple[str, ...] = CLASS_NAMES  # class names in class-id order (id2label)
     model_preset: str = "gpt2-small"
     weights: str = "pretrained"  # what fine-tuning started from
     trainable_layers: str = "last_block"
@@ -125,7 +124,7 @@ class ClassifierInfo:
     def hf_config(self) -> dict[str, Any]:
         """``config.json``: the description, plus the keys Hugging Face users look for."""
         return {
-            "id2label": {str(i): label for i, label in enumerate(self.labels)},
+            "id2label": id2label(self.labels),
             "label2id": {label: i for i, label in enumerate(self.labels)},
             "preset": self.model_preset,
             "token_position": self.token_position,
@@ -216,10 +215,10 @@ def parse_description(values: Any) -> ClassifierInfo:
     labels = values["labels"]
     _require(
         isinstance(labels, list)
-        and len(labels) == 2
+        and 2 <= len(labels) <= MAX_CLASSES
         and all(isinstance(label, str) and label for label in labels)
-        and labels[0] != labels[1],
-        f"labels {labels!r} are not two different names",
+        and len(set(labels)) == len(labels),
+        f"labels {labels!r} are not 2 to {MAX_CLASSES} different names",
     )
     preset = _one_of(values, "model_preset", tuple(PRESETS))
     _one_of(values, "weights", BASE_KINDS)

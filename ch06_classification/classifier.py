@@ -20,8 +20,8 @@ from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters
 from gpt.weights import load_pretrained_gpt
 
-# Class 0 and class 1, named as in the data; the book displays ham as "not spam".
-LABELS = CLASS_NAMES
+# How the book's classify_review displays the SMS classes (ham as "not spam"); any other
+# class is displayed by its name.
 DISPLAY_NAMES = {"ham": "not spam", "spam": "spam"}
 
 # Which token's output is classified:
@@ -180,7 +180,7 @@ def build_classifier(
     weights: str = "pretrained",
     trainable_layers: str = "last_block",
     weights_dir: str | Path | None = None,
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] = CLASS_NAMES,
     seed: int = 123,
     lora_rank: int = 16,
     lora_alpha: float = 16,

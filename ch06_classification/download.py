@@ -1,5 +1,8 @@
 """Fetch the SMS Spam Collection, check that it is the real thing, and read it.
 
+(:func:`fetch` streams any dataset's download under a cap of its own: the IMDB reviews of
+the book's bonus, ``imdb.py``, come through it too.)
+
 The collection comes as a zip archive from the UCI Machine Learning Repository (or the
 book's mirror), or from a file the user already has: the zip itself or the plain
 ``SMSSpamCollection`` file inside it. Whatever the source, only a file that passes
@@ -241,13 +244,13 @@ def _install_from_urls(urls: Sequence[str], target: Path, keep_archive: Path | N
         archive = Path(scratch) / "download"
         for url in urls:
             try:
-                _fetch(url, archive)
+                fetch(url, archive)
                 _install(archive, target, origin=url)
                 if keep_archive is not None:
                     shutil.move(archive, keep_archive)
                 return
             except requests.RequestException as error:
-                failures.append(f"{url}: {_describe_request_error(error)}")
+                failures.append(f"{url}: {describe_request_error(error)}")
             except DataError as error:
                 failures.append(str(error))
     tried = "; ".join(failures) if failures else "no URLs to try"
@@ -258,15 +261,16 @@ def _install_from_urls(urls: Sequence[str], target: Path, keep_archive: Path | N
     )
 
 
-def _fetch(url: str, destination: Path) -> None:
-    """Stream ``url`` into ``destination``, with a progress bar on stderr."""
+def fetch(url: str, destination: Path, max_bytes: int = MAX_DOWNLOAD_BYTES) -> None:
+    """Stream ``url`` into ``destination``, with a progress bar on stderr; refuse (with a
+    :class:`DataError`) more than ``max_bytes``, the cap of the dataset it should be."""
     print(f"Downloading {url}")
     with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as response:
         response.raise_for_status()
         expected = int(response.headers.get("Content-Length", 0)) or None
         compressed = "Content-Encoding" in response.headers
-        if expected and expected > MAX_DOWNLOAD_BYTES:
-            raise DataError(f"{url}: {expected:,} bytes, far larger than the collection")
+        if expected and expected > max_bytes:
+            raise DataError(f"{url}: {expected:,} bytes, far larger than the dataset")
         received = 0
         with (
             destination.open("wb") as file,
@@ -274,8 +278,8 @@ def _fetch(url: str, destination: Path) -> None:
         ):
             for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
                 received += len(chunk)
-                if received > MAX_DOWNLOAD_BYTES:
-                    raise DataError(f"{url}: over {MAX_DOWNLOAD_BYTES:,} bytes, not the collection")
+                if received > max_bytes:
+                    raise DataError(f"{url}: over {max_bytes:,} bytes, not the dataset")
                 file.write(chunk)
                 bar.update(len(chunk))
     # requests counts decompressed bytes, so only an uncompressed size can be checked.
@@ -327,7 +331,7 @@ def _check_size(size: int) -> None:
         )
 
 
-def _describe_request_error(error: requests.RequestException) -> str:
+def describe_request_error(error: requests.RequestException) -> str:
     """A few words on why a request failed, for a one-line message."""
     if isinstance(error, requests.HTTPError) and error.response is not None:
         return f"HTTP {error.response.status_code}"

@@ -16,38 +16,60 @@ seed, say) says so plainly: its ``train`` and ``validation`` columns are not the
 
 Each evaluation is saved under its own name, ``evaluation-<data>-t<threshold>.json`` with
 its plots: one is never silently replaced by another (``overwrite=True`` redoes one).
+
+A classifier of more than two classes (``gpt-spam split --csv``) has no threshold: each
+message gets its most probable class, and the report (``evaluation-<data>.json``) holds
+every class's precision, recall, F1 and one-vs-rest ROC AUC, their macro and micro
+averages, and the N x N confusion matrix. The realistic set exists where the split
+balanced the classes and kept what it left out (see ``splits.py``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME
-from ch06_classification.datafiles import SPLIT_FILES
-from ch06_classification.inference import SpamClassifier
-from ch06_classification.metrics import BinaryMetrics, binary_metrics, format_metrics_table
+from ch06_classification.checkpoint import CHECKPOINT_NAME, read_classifier_info
+from ch06_classification.datafiles import SPLIT_FILES, id2label
+from ch06_classification.inference import SpamClassifier, resolve_threshold, two_class_only
+from ch06_classification.metrics import (
+    BinaryMetrics,
+    MulticlassMetrics,
+    binary_metrics,
+    format_confusion_matrix,
+    format_metrics_table,
+    multiclass_metrics,
+)
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
 from ch06_classification.precision import set_classifier_precision
 from ch06_classification.runs import read_training_texts
 from ch06_classification.safe_files import replace_together, write_json
-from ch06_classification.splits import fingerprints_seen_in, read_split, text_fingerprints
+from ch06_classification.splits import (
+    evaluation_splits,
+    fingerprints_seen_in,
+    read_class_names,
+    read_split,
+    text_fingerprints,
+)
 from gpt.errors import UserFacingError
 
 
-def evaluation_name(data_dir: str | Path, threshold: float) -> str:
+def evaluation_name(data_dir: str | Path, threshold: float | None) -> str:
     """What names an evaluation's files: the evaluated folder and the threshold,
-    e.g. ``data-t0.5`` for ``evaluation-data-t0.5.json``."""
+    e.g. ``data-t0.5`` for ``evaluation-data-t0.5.json`` (no threshold: more than two
+    classes)."""
     folder = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(data_dir).resolve().name) or "data"
-    return f"{folder}-t{threshold:g}"
+    return folder if threshold is None else f"{folder}-t{threshold:g}"
 
 
-def evaluation_files(run_dir: str | Path, data_dir: str | Path, threshold: float) -> list[Path]:
+def evaluation_files(
+    run_dir: str | Path, data_dir: str | Path, threshold: float | None
+) -> list[Path]:
     """The JSON report and the two plots' PNGs (PDFs beside them) of one evaluation."""
     name = evaluation_name(data_dir, threshold)
     return [
@@ -57,15 +79,16 @@ def evaluation_files(run_dir: str | Path, data_dir: str | Path, threshold: float
 
 
 def evaluated_problem(
-    run_dir: str | Path, data_dir: str | Path, threshold: float, overwrite: bool = False
+    run_dir: str | Path, data_dir: str | Path, threshold: float | None, overwrite: bool = False
 ) -> str | None:
     """Why this evaluation must not run: it exists, and ``overwrite`` was not asked for."""
     run_dir = Path(run_dir)
     report = evaluation_files(run_dir.parent if run_dir.is_file() else run_dir, data_dir, threshold)
     if report[0].exists() and not overwrite:
+        at = "" if threshold is None else f" at threshold {threshold:g}"
         return (
-            f"{report[0]} exists: this run was already evaluated on {data_dir} at threshold "
-            f"{threshold:g}; pass --overwrite to evaluate it again"
+            f"{report[0]} exists: this run was already evaluated on {data_dir}{at}; "
+            "pass --overwrite to evaluate it again"
         )
     return None
 
@@ -74,8 +97,10 @@ def evaluated_problem(
 class Evaluation:
     """What ``evaluate_predictor`` measured."""
 
-    metrics: dict[str, BinaryMetrics]  # train, validation, test, test (unseen), realistic
-    curves: dict[str, tuple[np.ndarray, np.ndarray]]  # each set's labels, spam probabilities
+    # train, validation, test, test (unseen), realistic (where the split made one)
+    metrics: dict[str, BinaryMetrics | MulticlassMetrics]
+    # Each set's labels and probabilities: of class 1 (spam) for two classes, [n, N] for more.
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
     seen_test: int  # test rows left out of 'test (unseen)': their text was trained on
     seen_realistic: int  # realistic rows left out for the same reason
 
@@ -83,53 +108,90 @@ class Evaluation:
 def evaluate_predictor(
     predict_proba: Callable[[list[str]], np.ndarray],
     data_dir: str | Path = "data",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     log: Callable[[str], None] = print,
     trained_on: set[str] | None = None,
 ) -> Evaluation:
-    """Score any classifier of texts (``predict_proba(texts) -> [n, 2]``) on every set.
+    """Score any classifier of texts (``predict_proba(texts) -> [n, n_classes]``) on every
+    set; the classes are those of the folder's split report (ham and spam by default).
 
-    ``trained_on`` holds the fingerprints of the texts the classifier was trained on
-    (default: those of the folder's train.csv). Prints the metrics table through ``log``.
-    The GPT classifier and the classical baselines are measured by this one function, so
-    their figures compare.
+    ``threshold`` applies to two classes only (None: 0.5). ``trained_on`` holds the
+    fingerprints of the texts the classifier was trained on (default: those of the
+    folder's train.csv). Prints the metrics table through ``log``. The GPT classifier and
+    the classical baselines are measured by this one function, so their figures compare.
     """
     data_dir = Path(data_dir)
-    frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in SPLIT_FILES}
+    class_names = read_class_names(data_dir)
+    if threshold is not None and len(class_names) != 2:
+        raise UserFacingError(f"{data_dir}: {two_class_only(class_names)}")
+    splits = evaluation_splits(data_dir)
+    frames = {split: read_split(data_dir / SPLIT_FILES[split]) for split in splits}
     if trained_on is None:
         trained_on = set(text_fingerprints(frames["train"]["Text"]))
     # Seen by this classifier, whatever the folder's own train.csv holds.
     seen_test = fingerprints_seen_in(frames["test"], trained_on).to_numpy()
-    realistic = frames["test_realistic"]
-    seen_realistic = fingerprints_seen_in(realistic, trained_on).to_numpy()
-    frames["test_realistic"] = realistic[~seen_realistic]
+    seen_realistic = np.zeros(0, dtype=bool)
+    if "test_realistic" in frames:
+        realistic = frames["test_realistic"]
+        seen_realistic = fingerprints_seen_in(realistic, trained_on).to_numpy()
+        frames["test_realistic"] = realistic[~seen_realistic]
 
     labels, scores = {}, {}
     for split, frame in frames.items():
         name = "realistic" if split == "test_realistic" else split
         log(f"Classifying {len(frame):,} {name} messages ...")
         labels[name] = frame["Label"].to_numpy()
-        scores[name] = np.asarray(predict_proba(frame["Text"].tolist()))[:, 1]
+        scores[name] = np.asarray(predict_proba(frame["Text"].tolist()))
+        if scores[name].shape[1:] != (len(class_names),):
+            raise UserFacingError(
+                f"the classifier gives {scores[name].shape[1]} probabilities per message, but "
+                f"{data_dir} has {len(class_names)} classes ({', '.join(class_names[:6])})"
+            )
+        if len(class_names) == 2:
+            scores[name] = scores[name][:, 1]
     labels["test (unseen)"], scores["test (unseen)"] = (
         labels["test"][~seen_test],
         scores["test"][~seen_test],
     )
 
-    order = ["train", "validation", "test", "test (unseen)", "realistic"]
-    metrics = {name: binary_metrics(labels[name], scores[name], threshold) for name in order}
+    order = ["train", "validation", "test", "test (unseen)"]
+    order += ["realistic"] if "realistic" in labels else []
+    metrics = {
+        name: binary_metrics(labels[name], scores[name], 0.5 if threshold is None else threshold)
+        if len(class_names) == 2
+        else multiclass_metrics(labels[name], scores[name], class_names)
+        for name in order
+    }
     log("")
-    log(format_metrics_table(metrics))
-    log(
-        f"\n'test (unseen)' leaves out the {int(seen_test.sum())} test messages whose exact text "
-        "this run was trained on; 'realistic' has the collection's 13.4% spam rate"
-        + (
-            f" (less {int(seen_realistic.sum())} messages the run was trained on)."
-            if seen_realistic.any()
-            else "."
-        )
+    log(format_metrics_table(metrics, class_names))
+    if len(class_names) > 2:
+        matrix = format_confusion_matrix(metrics["test"].confusion_matrix, class_names)
+        log(f"\nConfusion matrix of the test set:\n{matrix}")
+    note = (
+        f"\n'test (unseen)' leaves out the {int(seen_test.sum())} test messages whose exact "
+        "text this run was trained on"
     )
+    if "realistic" in labels:
+        note += "; 'realistic' has the collection's class shares" + (
+            f" (less {int(seen_realistic.sum())} messages the run was trained on)"
+            if seen_realistic.any()
+            else ""
+        )
+    log(note + ".")
     curves = {name: (labels[name], scores[name]) for name in order}
     return Evaluation(metrics, curves, int(seen_test.sum()), int(seen_realistic.sum()))
+
+
+def one_vs_rest(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], split: str, class_names: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The ROC and precision–recall curves of an N-class set: each class against the rest,
+    scored by its own probability."""
+    labels, probabilities = curves[split]
+    return {
+        f"{name} vs rest": ((labels == c).astype(np.int64), probabilities[:, c])
+        for c, name in enumerate(class_names)
+    }
 
 
 def evaluate_run(
@@ -137,7 +199,7 @@ def evaluate_run(
     data_dir: str | Path = "data",
     device: str = "auto",
     batch_size: int = 32,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     log: Callable[[str], None] = print,
     overwrite: bool = False,
     progress: bool = True,
@@ -146,14 +208,24 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
-    Returns the report saved as ``evaluation-<data>-t<threshold>.json``; prints the metrics
-    table through ``log``, and a progress bar per set on stderr unless ``progress=False``.
-    ``weights_dir`` is where the run's base weights are, if not where training found them.
-    ``precision`` is ``"fp32"``, ``"bf16"`` or ``"auto"`` (see ``precision.py``).
+    Returns the report saved as ``evaluation-<data>-t<threshold>.json`` (``threshold``
+    default 0.5; none for more than two classes: ``evaluation-<data>.json``); prints the
+    metrics table through ``log``, and a progress bar per set on stderr unless
+    ``progress=False``. ``weights_dir`` is where the run's base weights are, if not where
+    training found them. ``precision`` is ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
+    ``precision.py``).
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
     run_dir = checkpoint.parent  # a run folder, or the folder of the checkpoint named
+    class_names = read_classifier_info(checkpoint).labels
+    threshold = resolve_threshold(class_names, threshold)
+    if read_class_names(data_dir) != class_names:
+        raise UserFacingError(
+            f"{run_dir} classifies into {', '.join(class_names[:6])}, but the splits in "
+            f"{data_dir} have the classes {', '.join(read_class_names(data_dir)[:6])}: "
+            "evaluate it on the data it was trained for (--data-dir)"
+        )
     problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)
     if problem:
         raise UserFacingError(problem)
@@ -161,7 +233,9 @@ def evaluate_run(
         checkpoint, device, batch_size, weights_dir=weights_dir
     )
     all_texts = [
-        text for name in SPLIT_FILES for text in read_split(data_dir / SPLIT_FILES[name])["Text"]
+        text
+        for name in evaluation_splits(data_dir)
+        for text in read_split(data_dir / SPLIT_FILES[name])["Text"]
     ]
     choice = set_classifier_precision(
         classifier,
@@ -199,11 +273,16 @@ def evaluate_run(
     metrics = evaluation.metrics
 
     report_path, roc_path, confusion_path = evaluation_files(run_dir, data_dir, threshold)
-    curves = {name: evaluation.curves[name] for name in ("test", "test (unseen)", "realistic")}
+    if threshold is None:  # more than two classes: each against the rest, on the test set
+        curves = one_vs_rest(evaluation.curves, "test", class_names)
+    else:
+        shown = ("test", "test (unseen)", "realistic")
+        curves = {name: evaluation.curves[name] for name in shown if name in evaluation.curves}
     report = {
         "checkpoint": str(checkpoint),
         "data_dir": str(data_dir),
         "threshold": threshold,
+        "id2label": id2label(class_names),
         "precision": choice.precision,
         "precision_reason": choice.reason,
         "own_split": own_split,
@@ -218,7 +297,9 @@ def evaluate_run(
             plot_confusion_matrix(
                 metrics["test"].confusion_matrix,
                 staging / confusion_path.name,
-                f"Test split ({data_dir.name}, threshold {threshold:g})",
+                f"Test split ({data_dir.name}"
+                + (")" if threshold is None else f", threshold {threshold:g})"),
+                class_names,
             ),
         ]
         write_json(staging / report_path.name, report)

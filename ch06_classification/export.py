@@ -6,8 +6,8 @@ with two differences that the export bridges or refuses:
 
 - Its classification head (``score``) has no bias, ours has. The bias is folded into the
   final LayerNorm's shift, whose output only the head reads: with ``W`` the head's weight,
-  ``W (shift + W⁺ b) = W shift + b`` (``W⁺`` the pseudo-inverse; exact for a 2 x emb_dim
-  ``W`` of rank 2). The logits, not only the probabilities, stay the same.
+  ``W (shift + W⁺ b) = W shift + b`` (``W⁺`` the pseudo-inverse; exact for an N x emb_dim
+  ``W`` of rank N, N classes). The logits, not only the probabilities, stay the same.
 - It classifies the last token that is not padding, which is our ``flexible`` position. A
   model trained on the book's ``last`` position (a padding token of a padded row) or on the
   ``first`` token computes something transformers cannot: such models are refused.
@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, ClassifierInfo
-from ch06_classification.datafiles import atomic_output
+from ch06_classification.datafiles import atomic_output, id2label
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel
 from gpt.tokenizer import BPE_DIR, ENCODER_FILE, END_OF_TEXT, MERGES_FILE
@@ -74,7 +74,7 @@ def hf_config(info: ClassifierInfo) -> dict:
         "bos_token_id": 50256,
         "eos_token_id": 50256,
         "pad_token_id": info.pad_token_id,  # how transformers finds the last real token
-        "id2label": {str(i): label for i, label in enumerate(info.labels)},
+        "id2label": id2label(info.labels),
         "label2id": {label: i for i, label in enumerate(info.labels)},
         "problem_type": "single_label_classification",
         "torch_dtype": "float32",

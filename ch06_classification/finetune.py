@@ -26,6 +26,7 @@ from ch06_classification.classifier import (
     needs_fixed_padding,
     trained_parameter_names,
 )
+from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
 from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
 from ch06_classification.distributed import current_world
@@ -34,9 +35,9 @@ from ch06_classification.fast_path import (
     fast_path_unavailable_reason,
     prepare_fast_path,
 )
-from ch06_classification.metrics import binary_metrics
+from ch06_classification.metrics import classification_metrics
 from ch06_classification.settings import TrainingSettings
-from ch06_classification.splits import check_training_splits
+from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.training import (
     TrainingHistory,
     make_optimizer,
@@ -67,7 +68,8 @@ class TrainingResult:
     info: ClassifierInfo
     history: TrainingHistory
     accuracies: dict[str, float]  # on every example of each split
-    metrics: dict[str, dict[str, Any]]  # binary_metrics of each split (F1, precision, ...)
+    # classification_metrics of each split (F1, precision, ...; per class for N > 2)
+    metrics: dict[str, dict[str, Any]]
     path: str  # "fast", "full" or "book": see choose_path
     path_description: str
     prefix_seconds: float  # caching the frozen blocks (fast path only)
@@ -145,6 +147,7 @@ def fine_tune(
     if not world.is_main:
         log, progress = (lambda line: None), False
     check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
+    class_names = read_class_names(settings.data_dir)  # the head has one output per class
     world.check_batch_size(settings.batch_size, settings.no_padding)
     reuse_freed_memory()  # every step allocates the same tensors: keep their pages warm
     device = world.device or pick_device(settings.device)
@@ -157,12 +160,16 @@ def fine_tune(
         settings.weights,
         settings.trainable_layers,
         weights_dir=settings.weights_dir,
+        labels=class_names,
         seed=settings.seed,
         lora_rank=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
         drop_rate=settings.drop_rate,
         **overrides,
     )
+    if class_names != CLASS_NAMES:
+        shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
+        log(f"Classes: {len(class_names)} ({shown}), from {settings.data_dir}")
     log(describe_trainable(model))
     base = describe_base(settings, model)
     if settings.no_padding:
@@ -275,8 +282,10 @@ def fine_tune(
             logits, labels = world.collect_logits(loader, trainee, device)
         # calc_accuracy_loader's count, from the same pass that gives the other metrics
         accuracies[split] = (logits.argmax(dim=-1) == labels).sum().item() / len(labels)
-        spam_probability = torch.softmax(logits.float(), dim=-1)[:, 1]
-        metrics[split] = binary_metrics(labels.numpy(), spam_probability.numpy()).to_dict()
+        probabilities = torch.softmax(logits.float(), dim=-1).numpy()
+        metrics[split] = classification_metrics(
+            labels.numpy(), probabilities, class_names
+        ).to_dict()
     recipe_seconds = time.perf_counter() - recipe_start
     log(
         "Accuracy on every example: "
@@ -289,6 +298,7 @@ def fine_tune(
         config=model.cfg,
         max_length=train_dataset.max_length,
         token_position=token_position,
+        labels=class_names,
         model_preset=settings.model,
         weights=settings.weights,
         trainable_layers=settings.trainable_layers,

@@ -24,7 +24,8 @@ from ch06_classification.checkpoint import (
     load_classifier,
     save_checkpoint_folder,
 )
-from ch06_classification.classifier import DISPLAY_NAMES, LABELS, needs_fixed_padding
+from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
+from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import encode_message
 from ch06_classification.devices import pick_device
 from ch06_classification.fast_path import classify_logits
@@ -58,9 +59,11 @@ def classify_review(
     pad_token_id: int = END_OF_TEXT_ID,
     token_position: str = "last",
     average_embeddings: bool = False,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> str:
     """The book's ``classify_review``: "spam" or "not spam" (the book's display name for
-    ham) for one message.
+    ham) for one message; for a model of other classes (``class_names``), the name of the
+    most probable one.
 
     As in the book, the message is cut to the model's context and to ``max_length``
     (default: the context), padded to ``max_length``, and classified at the last position,
@@ -78,7 +81,8 @@ def classify_review(
     model.eval()
     lengths = torch.tensor([length], device=device)
     logits = classify_logits(model, ids, lengths, token_position, average_embeddings)
-    return DISPLAY_NAMES[LABELS[int(logits.argmax(dim=-1).item())]]
+    name = class_names[int(logits.argmax(dim=-1).item())]
+    return DISPLAY_NAMES.get(name, name) if tuple(class_names) == CLASS_NAMES else name
 
 
 class SpamClassifier:
@@ -189,28 +193,44 @@ class SpamClassifier:
         return min(self.info.max_length, self.model.cfg.context_length)
 
     def predict_proba(self, texts: str | Sequence[str], progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape [n_messages, 2] (also for one message, as in
-        scikit-learn); each row sums to 1, and column 1 is the spam probability."""
+        """Class probabilities, shape [n_messages, n_classes] (also for one message, as in
+        scikit-learn); each row sums to 1. For the SMS classifier column 1 is the spam
+        probability."""
         encoded = [self.encode(text) for text in ([texts] if isinstance(texts, str) else texts)]
         return self.predict_proba_encoded(encoded, progress)
 
-    def predict(self, texts: str | Sequence[str], threshold: float = 0.5) -> str | np.ndarray:
-        """ "ham" or "spam" per message: spam when its spam probability >= ``threshold``.
+    def predict(
+        self, texts: str | Sequence[str], threshold: float | None = None
+    ) -> str | np.ndarray:
+        """The label of each message: its most probable class, or, for two classes and a
+        ``threshold``, class 1 ("spam") when its probability is at least ``threshold``.
 
         A label for one string; an array of labels for a list, as in scikit-learn.
         """
-        labels = self.labels_at(self.predict_proba(texts)[:, 1], threshold)
+        labels = self.labels_of(self.predict_proba(texts), threshold)
         return labels[0] if isinstance(texts, str) else np.array(labels, dtype=self.classes_.dtype)
 
+    def labels_of(self, probabilities: np.ndarray, threshold: float | None = None) -> list[str]:
+        """The decision rule: with two classes, class 1 when its probability is at least
+        ``threshold`` (default 0.5); with more, the most probable class (a threshold is a
+        two-class notion: ``ValueError``)."""
+        if threshold is not None and len(self.labels) != 2:
+            raise ValueError(two_class_only(self.labels))
+        if len(self.labels) == 2:
+            return self.labels_at(probabilities[:, 1], 0.5 if threshold is None else threshold)
+        return [self.labels[i] for i in np.asarray(probabilities).argmax(axis=1)]
+
     def labels_at(self, spam_probabilities: Sequence[float], threshold: float) -> list[str]:
-        """The decision rule: spam when the spam probability is at least ``threshold``."""
+        """The two-class rule: class 1 (spam) when its probability is at least ``threshold``."""
         return [self.labels[int(p >= threshold)] for p in spam_probabilities]
 
-    def __call__(self, texts: str | Sequence[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+    def __call__(
+        self, texts: str | Sequence[str], threshold: float | None = None
+    ) -> list[dict[str, Any]]:
         """Like a Hugging Face text-classification pipeline: one ``{"label", "score"}`` per
         message, the score being the probability of that label."""
         probabilities = self.predict_proba(texts)
-        labels = self.labels_at(probabilities[:, 1], threshold)
+        labels = self.labels_of(probabilities, threshold)
         return [
             {"label": label, "score": float(row[self.labels.index(label)])}
             for label, row in zip(labels, probabilities, strict=True)
@@ -257,4 +277,23 @@ class SpamClassifier:
         return probabilities
 
 
-__all__ = ["LABELS", "EmptyMessageError", "SpamClassifier", "classify_review"]
+def two_class_only(labels: Sequence[str]) -> str:
+    """Why a threshold cannot apply to a classifier of ``labels``."""
+    return (
+        f"a threshold is for two classes, and this classifier has {len(labels)} "
+        f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}): each message gets "
+        "its most probable class"
+    )
+
+
+def resolve_threshold(class_names: Sequence[str], threshold: float | None) -> float | None:
+    """The threshold a classifier of ``class_names`` decides at: the one given, or 0.5, for
+    two classes; none for more (giving one is an error: the most probable class wins)."""
+    if len(class_names) == 2:
+        return 0.5 if threshold is None else threshold
+    if threshold is not None:
+        raise UserFacingError(f"--threshold {threshold:g}: {two_class_only(class_names)}")
+    return None
+
+
+__all__ = ["EmptyMessageError", "SpamClassifier", "classify_review"]

@@ -157,10 +157,13 @@ def print_results(
 ) -> None:
     """One line per message, in order: readable (label, spam probability, the start of
     the message, as wide as the terminal) or, with ``as_json``, a JSON object
-    ``{"text", "label", "spam_probability"}``."""
+    ``{"text", "label", "spam_probability"}``. For more than two classes (``all_labels``)
+    the probability given is the label's own, and the JSON key is ``probability``."""
     results = list(zip(messages, labels, spam_probabilities, strict=True))
     if as_json:
-        lines = [json_line(message.text, label, p) for message, label, p in results]
+        # "spam_probability" for the SMS classifier: class 1's; the label's own for more.
+        key = f"{all_labels[1]}_probability" if len(all_labels) == 2 else "probability"
+        lines = [json_line(message.text, label, p, key) for message, label, p in results]
     else:
         label_width = max(map(len, all_labels)) + 2  # the labels line up in a column
         # What is left of the terminal's width after "spam      0.982  ", and one column.
@@ -179,9 +182,9 @@ def readable_line(
     return f"{label:<{label_width}}{spam_probability:.3f}  {shorten(text, text_width)}"
 
 
-def json_line(text: str, label: str, spam_probability: float) -> str:
+def json_line(text: str, label: str, spam_probability: float, key: str = "spam_probability") -> str:
     # json.dumps writes non-ASCII characters as \u escapes: any stdout can take the line.
-    return json.dumps({"text": text, "label": label, "spam_probability": float(spam_probability)})
+    return json.dumps({"text": text, "label": label, key: float(spam_probability)})
 
 
 def shorten(text: str, width: int) -> str:

@@ -15,6 +15,12 @@ so a model that never says "spam" is already 87 % accurate. Besides accuracy we 
 
 The counting at one threshold and the table are ours; the curves over all thresholds and
 the areas under them are scikit-learn's (``sklearn.metrics``).
+
+With more than two classes there is no positive class and no threshold: each message gets
+its most probable class, and :func:`multiclass_metrics` reports precision, recall and F1
+of every class, their macro averages (each class counts the same) and micro averages
+(each message counts the same: for one label per message, all three equal the accuracy),
+the N x N confusion matrix and one-vs-rest ROC AUC (each class against all the others).
 """
 
 from __future__ import annotations
@@ -234,6 +240,103 @@ def binary_metrics(
     )
 
 
+# --- More than two classes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MulticlassMetrics:
+    """The metrics of one evaluated set of an N-class classifier (see
+    :func:`multiclass_metrics`). ``precision``, ``recall``, ``f1`` and ``roc_auc`` are
+    macro averages; ``per_class`` holds each class's own, and its ``support`` (rows)."""
+
+    n: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float
+    micro_precision: float
+    micro_recall: float
+    micro_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    class_names: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def multiclass_metrics(
+    y_true: ArrayLike, probabilities: ArrayLike, class_names: Sequence[str]
+) -> MulticlassMetrics:
+    """Evaluate ``probabilities`` ([n, N], rows summing to 1) against class ids ``y_true``.
+
+    Each message is predicted its most probable class. A class's precision, recall or F1
+    with a zero denominator is 0.0, as in :func:`binary_metrics`; its one-vs-rest ROC AUC
+    is NaN when the set holds none of it (or only it), and the macro ROC AUC averages the
+    classes where it is defined (NaN if none).
+    """
+    k = len(class_names)
+    truth = np.asarray(y_true)
+    if truth.ndim != 1 or truth.size == 0:
+        raise ValueError(f"y_true must be a non-empty 1-D array, got shape {truth.shape}")
+    if not np.isin(truth, np.arange(k)).all():
+        raise ValueError(f"y_true must hold class ids 0 to {k - 1}")
+    scores = np.asarray(probabilities, dtype=np.float64)
+    if scores.shape != (truth.size, k):
+        raise ValueError(f"probabilities must have shape ({truth.size}, {k}), got {scores.shape}")
+    predicted = scores.argmax(axis=1)
+    ids = list(range(k))
+    precision, recall, f1, support = sklearn.metrics.precision_recall_fscore_support(
+        truth, predicted, labels=ids, zero_division=0.0
+    )
+    micro = sklearn.metrics.precision_recall_fscore_support(
+        truth, predicted, labels=ids, average="micro", zero_division=0.0
+    )
+    # One vs rest: class c against every other class, scored by its own probability.
+    auc = [roc_auc((truth == c).astype(np.int64), scores[:, c]) for c in ids]
+    defined = [value for value in auc if not math.isnan(value)]
+    per_class = {
+        name: {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "roc_auc": auc[c],
+            "support": int(support[c]),
+        }
+        for c, name in enumerate(class_names)
+    }
+    matrix = sklearn.metrics.confusion_matrix(truth, predicted, labels=ids)
+    return MulticlassMetrics(
+        n=int(truth.size),
+        accuracy=float((predicted == truth).mean()),
+        precision=float(np.mean(precision)),
+        recall=float(np.mean(recall)),
+        f1=float(np.mean(f1)),
+        roc_auc=float(np.mean(defined)) if defined else math.nan,
+        micro_precision=float(micro[0]),
+        micro_recall=float(micro[1]),
+        micro_f1=float(micro[2]),
+        per_class=per_class,
+        confusion_matrix=matrix.astype(int).tolist(),
+        class_names=list(class_names),
+    )
+
+
+def classification_metrics(
+    y_true: ArrayLike,
+    probabilities: ArrayLike,
+    class_names: Sequence[str],
+    threshold: float | None = None,
+) -> BinaryMetrics | MulticlassMetrics:
+    """:func:`binary_metrics` of class 1's probability for two classes (``threshold``
+    default 0.5), :func:`multiclass_metrics` for more."""
+    scores = np.asarray(probabilities)
+    if len(class_names) == 2:
+        return binary_metrics(y_true, scores[:, 1], 0.5 if threshold is None else threshold)
+    return multiclass_metrics(y_true, scores, class_names)
+
+
 # --- A table to read in the terminal ----------------------------------------------------
 
 
@@ -276,26 +379,73 @@ TABLE_ROWS: Sequence[tuple[str, str, Callable[[Any], str]]] = (
 MISSING = "-"
 
 
-def format_metrics_table(results: Mapping[str, Mapping[str, Any] | BinaryMetrics]) -> str:
+# The rows of an N-class table, then each class's own (only its F1 past PER_CLASS_IN_FULL).
+MULTICLASS_ROWS: Sequence[tuple[str, str, Callable[[Any], str]]] = (
+    ("n", "messages", _count),
+    ("accuracy", "accuracy", _percent),
+    ("precision", "macro precision", _percent),
+    ("recall", "macro recall", _percent),
+    ("f1", "macro F1", _percent),
+    ("micro_f1", "micro F1", _percent),
+    ("roc_auc", "macro ROC AUC (1 vs rest)", _four_decimals),
+)
+PER_CLASS_ROWS = (
+    ("f1", "F1", _percent),
+    ("precision", "precision", _percent),
+    ("recall", "recall", _percent),
+    ("roc_auc", "ROC AUC", _four_decimals),
+)
+PER_CLASS_IN_FULL = 10
+
+
+def format_metrics_table(
+    results: Mapping[str, Mapping[str, Any] | BinaryMetrics | MulticlassMetrics],
+    class_names: Sequence[str] | None = None,
+) -> str:
     """A fixed-width table with one column per evaluated set and one row per metric.
 
     ``results`` maps a set's name ("train", "test", "test (unseen)", ...) to its metrics,
-    a :class:`BinaryMetrics` or its ``to_dict()`` (e.g. read back from JSON). Columns keep
-    the mapping's order, so sets to compare can sit side by side. Counts are integers, rates
-    percentages with two decimals, ROC AUC and average precision four decimals; an
-    undefined (NaN) value shows as "n/a" and a missing (or JSON null) one as "-".
+    a :class:`BinaryMetrics` or :class:`MulticlassMetrics` or its ``to_dict()`` (e.g. read
+    back from JSON). Columns keep the mapping's order, so sets to compare can sit side by
+    side. Counts are integers, rates percentages with two decimals, ROC AUC and average
+    precision four decimals; an undefined (NaN) value shows as "n/a" and a missing (or JSON
+    null) one as "-". ``class_names`` name the positive class's row of a two-class table
+    (default: spam).
     """
     if not results:
         raise ValueError("results is empty: there is no evaluated set to show")
     columns = {
-        name: metrics.to_dict() if isinstance(metrics, BinaryMetrics) else metrics
+        name: metrics if isinstance(metrics, Mapping) else metrics.to_dict()
         for name, metrics in results.items()
     }
+
+    def cell(m: Mapping[str, Any], key: str, fmt: Callable[[Any], str]) -> str:
+        return MISSING if m.get(key) is None else fmt(m[key])
+
+    if any("per_class" in m for m in columns.values()):
+        names = next(m["class_names"] for m in columns.values() if "class_names" in m)
+        rows = [
+            [label, *(cell(m, key, fmt) for m in columns.values())]
+            for key, label, fmt in MULTICLASS_ROWS
+        ]
+        shown = PER_CLASS_ROWS if len(names) <= PER_CLASS_IN_FULL else PER_CLASS_ROWS[:1]
+        for name in names:
+            for key, what, fmt in shown:
+                label = f"{name}: {what}"
+                rows.append(
+                    [
+                        label,
+                        *(cell(m["per_class"].get(name, {}), key, fmt) for m in columns.values()),
+                    ]
+                )
+    else:
+        positive = class_names[1] if class_names else "spam"
+        rows = [
+            [f"{positive} messages" if key == "n_spam" else label,
+             *(cell(m, key, fmt) for m in columns.values())]
+            for key, label, fmt in TABLE_ROWS
+        ]  # fmt: skip
     header = ["metric", *columns]
-    rows = [
-        [label, *(MISSING if m.get(key) is None else fmt(m[key]) for m in columns.values())]
-        for key, label, fmt in TABLE_ROWS
-    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -307,3 +457,24 @@ def format_metrics_table(results: Mapping[str, Mapping[str, Any] | BinaryMetrics
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def format_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
+    """The N x N counts as text: a row per true class, a column per predicted class."""
+    names = [str(name) for name in class_names]
+    cells = [[str(int(count)) for count in row] for row in matrix]
+    first = max(len("true \\ predicted"), *map(len, names))
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(names)]
+    lines = [
+        "  ".join(
+            [
+                "true \\ predicted".ljust(first),
+                *(n.rjust(w) for n, w in zip(names, widths, strict=True)),
+            ]
+        )
+    ]
+    for name, row in zip(names, cells, strict=True):
+        lines.append(
+            "  ".join([name.ljust(first), *(c.rjust(w) for c, w in zip(row, widths, strict=True))])
+        )
+    return "\n".join(lines)

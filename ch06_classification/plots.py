@@ -10,7 +10,7 @@ figures left open, so this works the same on a headless server, in CI and in a n
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -173,14 +173,20 @@ def plot_roc_and_pr(
 # --- Confusion matrix -------------------------------------------------------------------
 
 
-def confusion_matrix_figure(matrix: ArrayLike, title: str = "Confusion matrix") -> Figure:
-    """A 2x2 heat map of ``[[TN, FP], [FN, TP]]`` (rows true, columns predicted), with the
-    count written in each cell.
+def confusion_matrix_figure(
+    matrix: ArrayLike, title: str = "Confusion matrix", class_names: Sequence[str] = CLASS_NAMES
+) -> Figure:
+    """A heat map of the N x N counts (rows true, columns predicted; for the two SMS
+    classes ``[[TN, FP], [FN, TP]]``), with the count written in each cell.
     """
     counts = np.asarray(matrix)
-    if counts.shape != (2, 2):
-        raise ValueError(f"matrix must be 2x2 [[TN, FP], [FN, TP]], got shape {counts.shape}")
-    fig = Figure(figsize=(4, 3.5), layout="constrained")
+    k = len(class_names)
+    if counts.shape != (k, k):
+        raise ValueError(
+            f"matrix must be {k}x{k} (rows true, columns predicted), got shape {counts.shape}"
+        )
+    side = 4 + 0.35 * max(0, k - 2)  # room for every class's name
+    fig = Figure(figsize=(side, side * 0.875), layout="constrained")
     axis = fig.subplots()
     axis.imshow(counts, cmap="Blues", vmin=0)
 
@@ -190,17 +196,20 @@ def confusion_matrix_figure(matrix: ArrayLike, title: str = "Confusion matrix") 
         color = "white" if darkest and count > darkest / 2 else "black"
         axis.text(column, row, str(int(count)), ha="center", va="center", color=color)
 
-    axis.set_xticks([0, 1], labels=CLASS_NAMES)
-    axis.set_yticks([0, 1], labels=CLASS_NAMES)
+    axis.set_xticks(range(k), labels=class_names, rotation=45 if k > 4 else 0)
+    axis.set_yticks(range(k), labels=class_names)
     axis.set(title=title, xlabel="Predicted label", ylabel="True label")
     return fig
 
 
 def plot_confusion_matrix(
-    matrix: ArrayLike, out_path: str | Path, title: str = "Confusion matrix"
+    matrix: ArrayLike,
+    out_path: str | Path,
+    title: str = "Confusion matrix",
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> Path:
     """Save :func:`confusion_matrix_figure` as a PNG at ``out_path`` (suffix set to ``.png``)
     and a PDF next to it. Returns the PNG's path.
     """
-    png, _pdf = save_png_and_pdf(confusion_matrix_figure(matrix, title), out_path)
+    png, _pdf = save_png_and_pdf(confusion_matrix_figure(matrix, title, class_names), out_path)
     return png

@@ -13,7 +13,13 @@ import os
 from pathlib import Path
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME
-from ch06_classification.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, SPLIT_FILES
+from ch06_classification.datafiles import (
+    IMDB_REVIEWS_CSV,
+    IMDB_SOURCE_ENV_VAR,
+    SMS_SPAM_TSV,
+    SOURCE_ENV_VAR,
+    SPLIT_FILES,
+)
 from gpt.errors import UserFacingError
 
 
@@ -37,8 +43,17 @@ def data_dir_option(data_dir: Path) -> str:
     return "" if Path(data_dir) == Path("data") else f" --data-dir {data_dir}"
 
 
-def dataset_problem(data_dir: Path) -> str | None:
-    """The validated collection ``gpt-spam download`` leaves in the data folder."""
+def dataset_problem(data_dir: Path, dataset: str = "sms") -> str | None:
+    """The validated collection (``dataset="imdb"``: the IMDB reviews) that ``gpt-spam
+    download`` leaves in the data folder."""
+    if dataset == "imdb":
+        if (Path(data_dir) / IMDB_REVIEWS_CSV).is_file():
+            return None
+        return (
+            f"the IMDB reviews are not in {data_dir}/: run `gpt-spam download --dataset imdb"
+            f"{data_dir_option(data_dir)}` first (offline: add "
+            f"{option('--imdb-source PATH')}, or set IMDB_SOURCE=PATH)"
+        )
     if (Path(data_dir) / SMS_SPAM_TSV).is_file():
         return None
     return (
@@ -130,7 +145,16 @@ def local_files_problems(args) -> list[str | None]:
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
     from gpt.weights import WEIGHTS_DIR_ENV
 
-    if args.sms_source:
+    if getattr(args, "dataset", None) == "imdb":
+        given = getattr(args, "imdb_source", None)
+        source = (
+            source_problem(given, "--imdb-source")
+            if given
+            else source_problem(
+                os.environ.get(IMDB_SOURCE_ENV_VAR) or None, f"{IMDB_SOURCE_ENV_VAR}="
+            )
+        )
+    elif args.sms_source:
         source = source_problem(args.sms_source)
     else:
         source = source_problem(os.environ.get(SOURCE_ENV_VAR) or None, f"{SOURCE_ENV_VAR}=")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
+from ch06_classification.datafiles import id2label
 from ch06_classification.safe_files import (
     ensure_writable_folder,
     folder_lock,
@@ -211,6 +212,7 @@ def _write_run_files(result: TrainingResult, run_dir: Path, save_checkpoint: boo
     write_json(
         run_dir / "metrics.json",
         {
+            "id2label": id2label(result.info.labels),
             "accuracy": result.accuracies,
             "metrics": result.metrics,
             "training_path": result.path,

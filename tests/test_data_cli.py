@@ -44,7 +44,7 @@ def test_download_then_split(shared_data: Path, tmp_path: Path) -> None:
         "300 rows",
         "880 rows",
         "13 seen in training",
-        "36 seen in training (33 of them spam)",
+        "36 seen in training (3 ham, 33 spam)",
     ]
     for figure in figures:
         assert figure in split.stdout

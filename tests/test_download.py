@@ -267,11 +267,11 @@ def test_invalid_existing_file_is_gone_even_when_no_source_works(tmp_path: Path)
 def test_interrupted_download_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fetch_half_then_interrupt(url: str, destination: Path) -> None:
+    def fetch_half_then_interrupt(url: str, destination: Path, max_bytes: int = 0) -> None:
         destination.write_bytes(VALID_ZIP[:1000])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "_fetch", fetch_half_then_interrupt)
+    monkeypatch.setattr(download, "fetch", fetch_half_then_interrupt)
 
     with pytest.raises(KeyboardInterrupt):
         download_sms_spam(tmp_path, urls=["http://127.0.0.1:9/never-reached.zip"])

@@ -55,10 +55,12 @@ def test_split_figures_with_the_books_seed(split_dir: Path) -> None:
     assert [splits[name]["rows"] for name in ("train", "validation", "test")] == [1045, 149, 300]
     # Leakage: rows whose exact text is also in training (33 of the 36 test ones are spam).
     assert splits["validation"]["seen_in_training"] == 13
-    assert (splits["test"]["seen_in_training"], splits["test"]["spam_seen_in_training"]) == (36, 33)
+    test = splits["test"]
+    assert (test["seen_in_training"], test["seen_in_training_by_class"]["spam"]) == (36, 33)
     realistic = splits["test_realistic"]
-    assert (realistic["rows"], realistic["ham"], realistic["spam"]) == (880, 762, 118)
-    assert realistic["spam_share"] == pytest.approx(747 / 5574, abs=5e-4)
+    assert (realistic["rows"], realistic["classes"]) == (880, {"ham": 762, "spam": 118})
+    spam_share = realistic["classes"]["spam"] / realistic["rows"]
+    assert spam_share == pytest.approx(747 / 5574, abs=5e-4)
     assert realistic["seen_in_training"] == 0
 
 

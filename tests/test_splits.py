@@ -81,12 +81,10 @@ def test_describe_split_counts_planted_duplicates_exactly() -> None:
 
     assert describe_split(test, train) == {
         "rows": 5,
-        "ham": 2,
-        "spam": 3,
-        "spam_share": 0.6,
+        "classes": {"ham": 2, "spam": 3},
         "distinct_texts": 4,
         "seen_in_training": 3,
-        "spam_seen_in_training": 2,
+        "seen_in_training_by_class": {"ham": 1, "spam": 2},
     }
 
 
@@ -169,7 +167,12 @@ def test_report_counts(collection: pd.DataFrame, tmp_path: Path) -> None:
 
     assert report["seed"] == 123 and report["dedupe"] is True
     # 250 ham texts + the 3 odd ones + 25 spam texts.
-    assert report["collection"] == {"rows": 360, "ham": 300, "spam": 60, "distinct_texts": 278}
+    assert report["collection"] == {
+        "rows": 360,
+        "classes": {"ham": 300, "spam": 60},
+        "distinct_texts": 278,
+    }
+    assert report["id2label"] == {"0": "ham", "1": "spam"}
     assert report["balanced"]["rows"] == 50
     splits = report["splits"]
     assert [splits[name]["rows"] for name in ("train", "validation", "test")] == [35, 5, 10]

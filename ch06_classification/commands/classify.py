@@ -56,7 +56,9 @@ DEFAULT_COLUMN = "Text"  # the column of the split CSVs, so they can be classifi
 
 DESCRIPTION = """\
 Classify messages with a trained run: one line per message, in the order given, with its
-label, its spam probability and the start of the message.
+label, its spam probability and the start of the message. A run trained on more than two
+classes (split --csv) prints each message's most probable class and that class's
+probability; --threshold is for two-class runs only.
 
 Blank lines of a file or of standard input are skipped. An empty message is reported on
 stderr and the others are still classified (exit status 1). A message longer than the
@@ -108,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='one JSON object per line: {"text", "label", "spam_probability"}',
+        help='one JSON object per line: {"text", "label", "spam_probability"} ("probability", '
+        "of the label, for a run of more than two classes)",
     )
     add_device_option(parser)
     add_precision_option(parser, auto=True)
@@ -123,9 +126,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ch06_classification.checkpoint import read_classifier_info
     from ch06_classification.devices import pick_device
-    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.inference import SpamClassifier, resolve_threshold
     from ch06_classification.precision import set_classifier_precision
     from ch06_classification.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.runs import find_run
@@ -133,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     require(run_problem(args.run_dir), tokenizer_problem())
     checkpoint = find_run(args.run_dir)
     info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
+    threshold = resolve_threshold(info.labels, args.threshold)  # None: more than 2 classes
     if args.run_dir is None:  # say which run answers, since the user did not name one
         print(
             f"{PROG}: using the latest run, {checkpoint}/ ({describe_run(info)})", file=sys.stderr
@@ -158,9 +164,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{PROG}: {choice.describe()}", file=sys.stderr)
         batches = math.ceil(len(encoded) / args.batch_size)
         progress = show_progress(batches) if args.progress is None else args.progress
-        spam_probabilities = classifier.predict_proba_encoded(encoded, progress)[:, 1]
-        labels = classifier.labels_at(spam_probabilities, args.threshold)
-        print_results(kept, labels, spam_probabilities, classifier.labels, args.json)
+        probabilities = classifier.predict_proba_encoded(encoded, progress)
+        labels = classifier.labels_of(probabilities, threshold)
+        if threshold is None:  # more than two classes: each label's own probability
+            shown = probabilities[np.arange(len(labels)), probabilities.argmax(axis=1)]
+        else:  # two: class 1's (the spam probability), whichever label it gave
+            shown = probabilities[:, 1]
+        print_results(kept, labels, shown, classifier.labels, args.json)
         cut = sum(was_cut(classifier, m.text, ids) for m, ids in zip(kept, encoded, strict=True))
         if cut:
             print(f"{PROG}: note: {cut_note(cut, classifier.max_tokens)}", file=sys.stderr)

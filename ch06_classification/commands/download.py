@@ -6,6 +6,8 @@ import argparse
 
 from ch06_classification.commands.options import (
     add_data_dir_option,
+    add_dataset_option,
+    add_imdb_source_option,
     add_model_options,
     add_sms_source_option,
 )
@@ -19,12 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Put a validated copy of the SMS Spam Collection (5,574 messages) in the data "
             "folder, from the UCI site, the book's mirror, or a file you already have; then "
             "download OpenAI's GPT-2 weights into the Hugging Face cache (or check the local "
-            "copy given with --weights-dir)."
+            "copy given with --weights-dir). --dataset imdb fetches the 50,000 IMDB movie "
+            "reviews of the book's bonus instead (data/imdb_reviews.csv)."
         ),
     )
     add_data_dir_option(parser)
+    add_dataset_option(parser)
     add_model_options(parser)
     add_sms_source_option(parser)
+    add_imdb_source_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -38,10 +43,16 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.prerequisites import local_files_problems, require
 
     require(*local_files_problems(args))
-    path = download_sms_spam(args.data_dir, source=args.sms_source)
-    # download_sms_spam only ever returns a file it validated, so these are its counts.
-    ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]
-    print(f"{path}: {EXPECTED_ROWS:,} messages ({ham:,} ham, {spam:,} spam)")
+    if args.dataset == "imdb":
+        from ch06_classification.imdb import download_imdb
+
+        path = download_imdb(args.data_dir, source=args.imdb_source)
+        print(f"{path}: 50,000 reviews (25,000 neg, 25,000 pos)")  # as validated
+    else:
+        path = download_sms_spam(args.data_dir, source=args.sms_source)
+        # download_sms_spam only ever returns a file it validated, so these are its counts.
+        ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]
+        print(f"{path}: {EXPECTED_ROWS:,} messages ({ham:,} ham, {spam:,} spam)")
     fetch_weights(args.model, args.weights, args.weights_dir)
     return 0
 

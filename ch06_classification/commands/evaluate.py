@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "matrix of a trained run on train, validation, test, the test messages the run "
             "never saw in training, and the realistic-prevalence set. Prints a table and saves "
             "evaluation-<data>-t<threshold>.json, roc_pr-<data>-t<threshold>.png and "
-            "confusion_matrix-<data>-t<threshold>.png in the run folder."
+            "confusion_matrix-<data>-t<threshold>.png in the run folder. With more than two "
+            "classes: per-class and macro/micro metrics, the N x N confusion matrix and "
+            "one-vs-rest ROC AUC, in evaluation-<data>.json."
         ),
     )
     add_run_dir_option(parser)
@@ -42,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ch06_classification.datafiles import SPLIT_FILES
+    from ch06_classification.checkpoint import CHECKPOINT_NAME, read_classifier_info
     from ch06_classification.evaluation import evaluate_run, evaluated_problem
+    from ch06_classification.inference import resolve_threshold
     from ch06_classification.prerequisites import (
         require,
         run_problem,
@@ -55,11 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
     require(
         run_problem(args.run_dir),
-        splits_problem(args.data_dir, tuple(SPLIT_FILES)),
+        splits_problem(args.data_dir),
         tokenizer_problem(),
     )
     run_dir = find_run(args.run_dir)
-    require(evaluated_problem(run_dir, args.data_dir, args.threshold, args.overwrite))
+    checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
+    threshold = resolve_threshold(read_classifier_info(checkpoint).labels, args.threshold)
+    require(evaluated_problem(run_dir, args.data_dir, threshold, args.overwrite))
     folder = run_dir.parent if run_dir.is_file() else run_dir  # --run-dir may name the file
     ensure_writable_folder(folder)  # before the work, not after it
     with folder_lock(folder):  # no training or other evaluation may write there meanwhile
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             args.data_dir,
             args.device,
             args.batch_size,
-            args.threshold,
+            threshold,
             overwrite=args.overwrite,
             weights_dir=args.weights_dir,
             precision=args.precision,

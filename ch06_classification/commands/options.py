@@ -36,6 +36,27 @@ def add_sms_source_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dataset_option(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``: which known dataset ``download`` fetches and ``split`` splits."""
+    parser.add_argument(
+        "--dataset",
+        choices=["sms", "imdb"],
+        help="sms: the SMS Spam Collection (the chapter's); imdb: the 50,000 labelled IMDB "
+        "movie reviews of the book's bonus (aclImdb_v1.tar.gz, 84 MB), split 35,000 / 5,000 "
+        "/ 10,000 as the bonus does (default: sms)",
+    )
+
+
+def add_imdb_source_option(parser: argparse.ArgumentParser) -> None:
+    """``--imdb-source``: a local copy of the IMDB archive instead of the download."""
+    parser.add_argument(
+        "--imdb-source",
+        metavar="PATH",
+        help="with --dataset imdb: use this local aclImdb_v1.tar.gz instead of downloading "
+        "(default: $IMDB_SOURCE if set)",
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
     from gpt.config import PRESETS
@@ -159,7 +180,60 @@ def add_seed_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_split_options(parser: argparse.ArgumentParser) -> None:
-    """``--dedupe``: how ``split`` balances and splits the collection (besides ``--seed``)."""
+    """What ``split`` splits (the SMS collection, or a CSV/TSV file of labelled texts) and
+    how: balancing, fractions, stratification, ``--dedupe`` (besides ``--seed``)."""
+    own = parser.add_argument_group(
+        "your own data",
+        "split a file of labelled texts instead of the SMS Spam Collection: any number of "
+        "classes, named by the label column (class ids in sorted order)",
+    )
+    source = own.add_mutually_exclusive_group()
+    source.add_argument(
+        "--csv",
+        type=Path,
+        metavar="PATH",
+        help="a UTF-8 CSV file with a header line, one labelled text per row",
+    )
+    source.add_argument(
+        "--tsv",
+        type=Path,
+        metavar="PATH",
+        help="the same as a tab-separated file without quoting (a '\"' is an ordinary character)",
+    )
+    own.add_argument(
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="the column that holds the texts (default: %(default)s)",
+    )
+    own.add_argument(
+        "--label-column",
+        default="label",
+        metavar="NAME",
+        help="the column that holds the labels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=split_fractions,
+        metavar="TRAIN,VAL,TEST",
+        help="the shares of the training, validation and test splits, summing to 1 "
+        "(default: 0.7,0.1,0.2, the book's)",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=["none", "undersample"],
+        help="undersample: cut every class to the size of the smallest, the book's balancing "
+        "generalised, and write test_realistic.csv with the collection's class shares; none: "
+        "keep every row (default: undersample for the SMS collection, none for IMDB and your "
+        "own data)",
+    )
+    parser.add_argument(
+        "--split-method",
+        choices=["stratified", "random"],
+        help="stratified: cut each class at the fractions, so every split keeps the class "
+        "shares; random: shuffle everything once and cut, the book's way (default: random "
+        "for SMS and IMDB, as the book and its bonus cut them; stratified for your own data)",
+    )
     parser.add_argument(
         "--dedupe",
         action="store_true",
@@ -343,12 +417,13 @@ def context_length(value: str) -> str | int:
 
 
 def add_threshold_option(parser: argparse.ArgumentParser) -> None:
-    """``--threshold``: the spam probability from which a message is called spam."""
+    """``--threshold``: the spam probability from which a message is called spam (two
+    classes only: with more, each message gets its most probable class)."""
     parser.add_argument(
         "--threshold",
         type=probability,
-        default=0.5,
-        help="spam when the spam probability is at least this (default: %(default)s)",
+        help="spam (class 1) when its probability is at least this (default: 0.5); for "
+        "two-class models only: with more classes, each text gets its most probable class",
     )
 
 
@@ -361,6 +436,24 @@ def add_classifying_options(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="messages classified per batch (default: %(default)s)",
     )
+
+
+def split_fractions(value: str) -> str:
+    """An argparse type: three positive shares that sum to 1, e.g. ``0.8,0.1,0.1`` (kept
+    as written, so that ``pipeline`` passes it on as given; see ``parse_fractions``)."""
+    parse_fractions(value)
+    return value
+
+
+def parse_fractions(value: str) -> tuple[float, float, float]:
+    """``TRAIN,VAL,TEST`` as three floats; ``argparse.ArgumentTypeError`` unless they are
+    three numbers above 0 that sum to 1."""
+    parts = [_float(part) for part in value.split(",")]
+    if len(parts) != 3 or not all(part > 0 for part in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers above 0 that sum to 1, e.g. 0.7,0.1,0.2, not {value!r}"
+        )
+    return parts[0], parts[1], parts[2]
 
 
 def positive_int(value: str) -> int:

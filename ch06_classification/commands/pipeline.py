@@ -15,7 +15,9 @@ from pathlib import Path
 from ch06_classification.commands import classify, download, evaluate, split, train
 from ch06_classification.commands.options import (
     add_data_dir_option,
+    add_dataset_option,
     add_device_option,
+    add_imdb_source_option,
     add_model_options,
     add_run_dir_option,
     add_sms_source_option,
@@ -44,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "are passed on to them."
         ),
     )
+    add_dataset_option(parser)
     add_sms_source_option(parser)
+    add_imdb_source_option(parser)
     add_split_options(parser)
     train.add_arguments(parser)  # model, data, training, seed and device options
     add_run_dir_option(parser, reading=False)
@@ -65,7 +69,14 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     device = option_arguments(add_device_option, args)
     to_run = ["--run-dir", str(run_dir)]
     return [
-        ["download", *data, *model, *option_arguments(add_sms_source_option, args)],
+        [
+            "download",
+            *data,
+            *option_arguments(add_dataset_option, args),
+            *model,
+            *option_arguments(add_sms_source_option, args),
+            *option_arguments(add_imdb_source_option, args),
+        ],
         ["split", *option_arguments(split.add_arguments, args)],
         ["train", *option_arguments(train.add_arguments, args), *to_run],
         ["evaluate", *data, *device, *to_run],
