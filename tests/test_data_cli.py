@@ -158,6 +158,7 @@ def test_a_failed_weights_download_names_the_options_that_avoid_it(
 ) -> None:
     # An empty Hugging Face cache; gpt_spam sets HF_HUB_OFFLINE, so the download fails at once.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("MAKELEVEL", raising=False)  # `make test` sets it: hints become ARGS="..."
     zip_path = shared_data / "sms_spam_collection.zip"
     result = gpt_spam(
         "download", "--data-dir", tmp_path / "data", "--sms-source", zip_path, cwd=tmp_path
