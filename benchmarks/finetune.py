@@ -88,9 +88,9 @@ def trained_parameters(model: str) -> int:
     """Parameters the default recipe trains (last block, final norm, 2-way head), counted
     on a model built without storage."""
     from ch06_classification.classifier import build_classifier
-    from gpt.model import count_parameters
+    from gpt.model import count_parameters, skip_init
 
-    with torch.device("meta"):
+    with torch.device("meta"), skip_init():
         classifier = build_classifier(model, "random")
     return count_parameters(classifier, trainable_only=True)
 

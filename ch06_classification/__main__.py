@@ -1,7 +1,5 @@
 """``python -m ch06_classification`` is the ``gpt-spam`` command."""
 
-import sys
+from ch06_classification.cli import console_main
 
-from ch06_classification.cli import main
-
-sys.exit(main())
+console_main()

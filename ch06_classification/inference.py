@@ -27,7 +27,7 @@ from ch06_classification.checkpoint import (
 from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
 from ch06_classification.datafiles import CLASS_NAMES
 from ch06_classification.dataset import encode_message
-from ch06_classification.devices import pick_device
+from ch06_classification.devices import pick_device, reuse_freed_memory
 from ch06_classification.fast_path import classify_logits
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
@@ -106,6 +106,9 @@ class SpamClassifier:
         precision: str = "fp32",
     ) -> None:
         self.model = model.to(device).eval()
+        # Each batch allocates activations of the same few sizes: let the allocator keep
+        # freed blocks warm for the next batch (see devices.py; a process-wide setting).
+        reuse_freed_memory()
         self.info = info
         self.device = torch.device(device)
         self.batch_size = batch_size

@@ -100,9 +100,9 @@ def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     """About how large a classifier's checkpoint will be: every tensor, or with
     ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
     from ch06_classification.classifier import add_classification_head, trained_parameter_names
-    from gpt.model import GPTModel
+    from gpt.model import GPTModel, skip_init
 
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+    with torch.device("meta"), skip_init():  # shapes only: nothing allocated or drawn
         model = add_classification_head(GPTModel(cfg))
     tensors = model.state_dict()
     if trained_only is not None:

@@ -69,6 +69,24 @@ def test_bf16_training_on_cpu_computes_the_same_attention_and_gradients():
     torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("num_tokens", [7, 513])
+def test_bf16_inference_on_cpu_matches_float32_on_either_side_of_the_length_switch(num_tokens):
+    # In bfloat16 on a CPU, rows of up to 512 tokens take the spelled-out products (faster
+    # there) and longer ones the fused kernel: both are float32's causal attention, to
+    # bfloat16 precision, and a later token never changes an earlier output.
+    torch.manual_seed(0)
+    att = MultiHeadAttention(d_in=32, d_out=32, dropout=0.0, num_heads=4, qkv_bias=True).eval()
+    x = torch.randn(2, num_tokens, 32)
+    with torch.inference_mode():
+        reference = att(x)
+        half = att.to(torch.bfloat16)(x.bfloat16())
+        changed = x.clone()
+        changed[:, -1] += 1.0
+        half_changed = att(changed.bfloat16())
+    torch.testing.assert_close(half.float(), reference, rtol=0.05, atol=0.03)
+    torch.testing.assert_close(half_changed[:, :-1], half[:, :-1], rtol=0, atol=0)
+
+
 def test_manual_and_fused_models_give_the_same_logits():
     torch.manual_seed(0)
     manual = GPTModel(dataclasses.replace(TINY, implementation="manual")).eval()
