@@ -34,11 +34,14 @@ def synthetic_collection(
 
 
 def zip_archive(members: dict[str, bytes]) -> bytes:
-    """A zip archive holding ``members`` (name -> content), as bytes."""
+    """A zip archive holding ``members`` (name -> content), as bytes: the same bytes in
+    every process (each member dated 2011-01-01, not now), so that parallel test workers
+    (pytest-xdist) collect tests with the same ids."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, content in members.items():
-            archive.writestr(name, content)
+            member = zipfile.ZipInfo(name, date_time=(2011, 1, 1, 0, 0, 0))
+            archive.writestr(member, content, compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 

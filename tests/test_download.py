@@ -196,7 +196,9 @@ def test_member_names_never_choose_where_files_go(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "content"), [("sms.zip", VALID_ZIP), ("SMSSpamCollection", VALID_TSV)]
+    ("name", "content"),
+    [("sms.zip", VALID_ZIP), ("SMSSpamCollection", VALID_TSV)],
+    ids=["zip", "tsv"],
 )
 def test_local_zip_or_tsv_is_used_instead_of_the_network(
     tmp_path: Path, name: str, content: bytes
