@@ -213,9 +213,15 @@ def test_verify_cached_download(tmp_path):
     assert verify_cached_download(tmp_path / "model.safetensors.not-a-blob-name") is None
 
 
-def test_download_through_a_local_hub_then_load(tmp_path):
+def test_download_through_a_local_hub_then_load(tmp_path, monkeypatch):
     """The real download path (huggingface_hub) against a stand-in Hub on 127.0.0.1."""
+    from huggingface_hub import constants
+
     from tests.fake_hub import serve_hub_file
+
+    # The stand-in Hub is local: reach it even where HF_HUB_OFFLINE=1 is set for the shell
+    # (huggingface_hub reads the variable once, at import).
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     cfg = GPTConfig(emb_dim=32, n_heads=2, n_layers=1)
     hf_model = hf_gpt2(cfg, seed=4)
