@@ -122,8 +122,10 @@ def download_weights(
 
 def _why(error: Exception) -> str:
     """A few words on a failed download, without the library's exception names."""
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    if isinstance(error, OfflineModeIsEnabled) or isinstance(error.__cause__, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so the Hub is not contacted"
     if isinstance(error, HfHubHTTPError) and error.response is not None:
         return f"HTTP {error.response.status_code}"
     if isinstance(error, PermissionError | IsADirectoryError | NotADirectoryError):

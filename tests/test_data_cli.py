@@ -169,6 +169,7 @@ def test_a_failed_weights_download_names_the_options_that_avoid_it(
     assert error.startswith(
         "gpt-spam download: error: could not download openai-community/gpt2/model.safetensors"
     )
+    assert "(HF_HUB_OFFLINE is set, so the Hub is not contacted)" in error  # why, plainly
     # gpt/ says how to avoid the download from Python; the command says it with its options.
     assert "pass --weights-dir FOLDER (or set GPT2_WEIGHTS_DIR=FOLDER)" in error
     assert error.rstrip().endswith("start from random weights with --weights random")
