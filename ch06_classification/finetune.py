@@ -31,6 +31,7 @@ from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_lo
 from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
 from ch06_classification.distributed import current_world
 from ch06_classification.fast_path import (
+    ClassifiedTokenClassifier,
     classified_sequences,
     fast_path_unavailable_reason,
     prepare_fast_path,
@@ -117,6 +118,12 @@ def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:
     if settings.disable_causal_mask or settings.average_embeddings:
         read = "each whole padded row"
     return "fast", f"{frozen} computed once for {read} and cached, {rest}"
+
+
+def classified_token_only(settings: TrainingSettings, model: GPTModel) -> bool:
+    """Whether the ``full`` path can run the last block at the classified token only
+    (``ClassifiedTokenClassifier``): without dropout, and with one token read."""
+    return model.cfg.drop_rate == 0 and not settings.average_embeddings
 
 
 def resolve_max_length(context_length: str | int, model: GPTModel) -> int | None:
@@ -223,12 +230,16 @@ def fine_tune(
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on would need {too_much}")
         path, description = "full", f"the fast path would need {too_much}"
+    if path == "full" and classified_token_only(settings, model):
+        description += "; the last block at the classified token only"
     log(f"Training path: {path} ({description})")
 
     model.to(device)
     recipe_start = time.perf_counter()
     prefix_seconds = 0.0
     trainee: torch.nn.Module = GPTClassifier(model, token_position, settings.average_embeddings)
+    if path == "full" and classified_token_only(settings, model):
+        trainee = ClassifiedTokenClassifier(model, token_position)
     train_loaders: list[DataLoader] = list(loaders)
     if path == "fast":
         start = time.perf_counter()

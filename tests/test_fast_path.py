@@ -14,6 +14,7 @@ from ch06_classification.classifier import (
 )
 from ch06_classification.dataset import create_data_loaders
 from ch06_classification.fast_path import (
+    ClassifiedTokenClassifier,
     PrefixCachedClassifier,
     classified_sequences,
     encode_prefix,
@@ -155,6 +156,33 @@ def test_training_steps_match_the_full_model(data_dir, tokenizer, trainable_laye
     assert calc_accuracy_loader(loaders.test, reference, device) == calc_accuracy_loader(
         fast_loaders[2], top, device
     )
+
+
+@pytest.mark.parametrize("token_position", ["last", "flexible"])
+def test_training_every_block_at_the_classified_token_matches_the_whole_model(
+    data_dir, tokenizer, token_position
+):
+    """The full path (embeddings trainable, nothing cached) runs its last block at the
+    classified token only: the same losses, gradients and parameters as the whole model."""
+    device = torch.device("cpu")
+    reference_model, model = tiny_model("all"), tiny_model("all")
+
+    def batches():  # a fresh shuffled loader each: the same batches for both
+        return create_data_loaders(data_dir, tokenizer, padding="fixed", batch_size=8).train
+
+    reference = GPTClassifier(reference_model, token_position)
+    trainee = ClassifiedTokenClassifier(model, token_position)
+    expected = run_steps(reference, batches(), device, steps=6)
+    got = run_steps(trainee, batches(), device, steps=6)
+    for (loss, grads), (got_loss, got_grads) in zip(expected, got, strict=True):
+        assert abs(loss - got_loss) <= 1e-5
+        assert grads.keys() == got_grads.keys() and "gpt.tok_emb.weight" in grads
+        for name, grad in grads.items():
+            torch.testing.assert_close(got_grads[name], grad, rtol=0, atol=1e-5)
+    for param, got_param in zip(reference_model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(got_param, param, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="without dropout"):
+        ClassifiedTokenClassifier(tiny_model("all", drop_rate=0.1))
 
 
 def test_fast_loader_draws_the_same_shuffled_batches(data_dir, tokenizer):
