@@ -58,6 +58,28 @@ def matmul_rate(
     return 2 * tokens * 768 * 3072 * runs / (time.perf_counter() - start)
 
 
+def onednn_fp32_rate(tokens: int = 2048, seconds: float = 1.0) -> float | None:
+    """The float32 rate of the same product through oneDNN, where PyTorch has it.
+
+    For information only (the floors use ``matmul_rate``, what PyTorch's float32 reaches):
+    PyTorch multiplies float32 matrices on a CPU with MKL but bfloat16 ones with oneDNN,
+    and on AMD CPUs MKL leaves part of the float32 units idle (here 2x). Uses a private
+    operator of PyTorch's (its compiler's fused linear); None where it is missing.
+    """
+    try:
+        linear = torch.ops.mkldnn._linear_pointwise
+        a, w = torch.randn(tokens, 768), torch.randn(3072, 768)
+        for _ in range(3):
+            linear(a, w, None, "none", [], "")
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            linear(a, w, None, "none", [], "")
+            runs += 1
+    except (AttributeError, RuntimeError):
+        return None
+    return 2 * tokens * 768 * 3072 * runs / (time.perf_counter() - start)
+
+
 def memory_bandwidth(megabytes: int = 256, seconds: float = 1.0) -> float:
     """Measured bytes/s read plus written when copying a large float32 array (far larger
     than the caches): the rate an optimizer step streaming its state can reach."""
@@ -80,6 +102,7 @@ class Machine:
     matmul_flops: dict[str, float]  # "fp32"/"bf16" -> FLOP/s
     memory_bytes_per_second: float
     load: str
+    onednn_fp32_flops: float | None = None  # information only: see onednn_fp32_rate
 
     @classmethod
     def measure(cls) -> Machine:
@@ -92,14 +115,21 @@ class Machine:
             matmul_flops=rates,
             memory_bytes_per_second=memory_bandwidth(),
             load=load_average(),
+            onednn_fp32_flops=onednn_fp32_rate(),
         )
 
     def describe(self) -> str:
+        onednn = (
+            f" (fp32 through oneDNN, not PyTorch's fp32 path here: "
+            f"{self.onednn_fp32_flops / 1e9:.0f} GFLOP/s)"
+            if self.onednn_fp32_flops
+            else ""
+        )
         return (
             f"{self.cpu}, {self.cores} cores, torch {self.torch_version}, {self.threads} "
             f"threads; matrix multiply (2048 x 768 x 3072) fp32 "
             f"{self.matmul_flops['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
-            f"{self.matmul_flops['bf16'] / 1e9:.0f} GFLOP/s; memory copy "
+            f"{self.matmul_flops['bf16'] / 1e9:.0f} GFLOP/s{onednn}; memory copy "
             f"{self.memory_bytes_per_second / 1e9:.1f} GB/s; load average {self.load}"
         )
 
