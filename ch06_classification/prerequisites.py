@@ -145,7 +145,14 @@ def local_files_problems(args) -> list[str | None]:
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
     from gpt.weights import WEIGHTS_DIR_ENV
 
-    if getattr(args, "dataset", None) == "imdb":
+    fetches_no_dataset = (
+        getattr(args, "weights_only", False)  # download --weights-only
+        or getattr(args, "csv", None)  # pipeline --csv / --tsv: the user's own texts
+        or getattr(args, "tsv", None)
+    )
+    if fetches_no_dataset:
+        source = None
+    elif getattr(args, "dataset", None) == "imdb":
         given = getattr(args, "imdb_source", None)
         source = (
             source_problem(given, "--imdb-source")

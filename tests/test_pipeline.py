@@ -106,3 +106,23 @@ def test_pipeline_passes_split_and_train_options_on(tmp_path):
     assert evaluate == ["evaluate", "--data-dir", "d", "--run-dir", str(tmp_path / "run")]
     assert classify[:3] == ["classify", "--run-dir", str(tmp_path / "run")]
     assert download == ["download", "--data-dir", "d", "--weights", "random"]
+
+
+def test_own_texts_fetch_no_dataset(tmp_path, monkeypatch, capsys):
+    """With --csv/--tsv the texts are the user's own: the pipeline's download step fetches
+    only the weights, and a dataset source (even a missing one) is never looked at."""
+    from ch06_classification.cli import build_parser
+    from ch06_classification.commands.pipeline import step_arguments
+
+    monkeypatch.setenv("SMS_SPAM_SOURCE", str(tmp_path / "missing.zip"))
+    own = tmp_path / "own.csv"
+    own.write_text("text,label\nfine,a\nbad,b\n")
+    args = build_parser().parse_args(["pipeline", "--csv", str(own), "--weights", "random"])
+    download = step_arguments(args, tmp_path / "run")[0]
+    assert download == ["download", "--weights", "random", "--weights-only"]
+    assert main([*download, "--data-dir", str(tmp_path / "data")]) == 0
+    assert "random initialisation requested" in capsys.readouterr().out
+    assert not (tmp_path / "data").exists()  # no SMS Spam Collection fetched
+    # Without --weights-only, the same missing source is reported before anything runs.
+    assert main(["download", "--weights", "random", "--data-dir", str(tmp_path / "data")]) == 1
+    assert "missing.zip does not exist" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ch06_classification.commands.options import (
     add_data_dir_option,
@@ -30,31 +31,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(parser)
     add_sms_source_option(parser)
     add_imdb_source_option(parser)
+    parser.add_argument(
+        "--weights-only",
+        action="store_true",
+        help=(
+            "fetch GPT-2's weights and no dataset: for your own labelled texts "
+            "(gpt-spam split --csv/--tsv; the pipeline does this for them)"
+        ),
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ch06_classification.prerequisites import local_files_problems, require
+
+    require(*local_files_problems(args))
+    if not args.weights_only:
+        fetch_dataset(args.dataset, args.data_dir, args.sms_source, args.imdb_source)
+    fetch_weights(args.model, args.weights, args.weights_dir)
+    return 0
+
+
+def fetch_dataset(
+    dataset: str, data_dir: str | Path, sms_source: str | None, imdb_source: str | None
+) -> None:
+    """Put the validated dataset in ``data_dir`` (downloading it unless a source is given)."""
     # Imported here so that `gpt-spam --help` does not load pandas and requests.
+    if dataset == "imdb":
+        from ch06_classification.imdb import download_imdb
+
+        path = download_imdb(data_dir, source=imdb_source)
+        print(f"{path}: 50,000 reviews (25,000 neg, 25,000 pos)")  # as validated
+        return
     from ch06_classification.download import (
         EXPECTED_CLASS_COUNTS,
         EXPECTED_ROWS,
         download_sms_spam,
     )
-    from ch06_classification.prerequisites import local_files_problems, require
 
-    require(*local_files_problems(args))
-    if args.dataset == "imdb":
-        from ch06_classification.imdb import download_imdb
-
-        path = download_imdb(args.data_dir, source=args.imdb_source)
-        print(f"{path}: 50,000 reviews (25,000 neg, 25,000 pos)")  # as validated
-    else:
-        path = download_sms_spam(args.data_dir, source=args.sms_source)
-        # download_sms_spam only ever returns a file it validated, so these are its counts.
-        ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]
-        print(f"{path}: {EXPECTED_ROWS:,} messages ({ham:,} ham, {spam:,} spam)")
-    fetch_weights(args.model, args.weights, args.weights_dir)
-    return 0
+    path = download_sms_spam(data_dir, source=sms_source)
+    # download_sms_spam only ever returns a file it validated, so these are its counts.
+    ham, spam = EXPECTED_CLASS_COUNTS["ham"], EXPECTED_CLASS_COUNTS["spam"]
+    print(f"{path}: {EXPECTED_ROWS:,} messages ({ham:,} ham, {spam:,} spam)")
 
 
 def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:

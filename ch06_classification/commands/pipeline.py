@@ -68,15 +68,19 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     model = option_arguments(add_model_options, args)
     device = option_arguments(add_device_option, args)
     to_run = ["--run-dir", str(run_dir)]
-    return [
-        [
+    if args.csv or args.tsv:  # the texts are the user's own: no dataset to fetch
+        fetch = ["download", *model, "--weights-only"]
+    else:
+        fetch = [
             "download",
             *data,
             *option_arguments(add_dataset_option, args),
             *model,
             *option_arguments(add_sms_source_option, args),
             *option_arguments(add_imdb_source_option, args),
-        ],
+        ]
+    return [
+        fetch,
         ["split", *option_arguments(split.add_arguments, args)],
         ["train", *option_arguments(train.add_arguments, args), *to_run],
         ["evaluate", *data, *device, *to_run],
