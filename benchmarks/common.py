@@ -63,7 +63,7 @@ def onednn_fp32_rate(tokens: int = 2048, seconds: float = 1.0) -> float | None:
 
     For information only (the floors use ``matmul_rate``, what PyTorch's float32 reaches):
     PyTorch multiplies float32 matrices on a CPU with MKL but bfloat16 ones with oneDNN,
-    and on AMD CPUs MKL leaves part of the float32 units idle (here 2x). Uses a private
+    and on an AMD EPYC we measured MKL's float32 at half of oneDNN's. Uses a private
     operator of PyTorch's (its compiler's fused linear); None where it is missing.
     """
     try:
