@@ -230,16 +230,19 @@ def fine_tune(
         if settings.fast_path == "on":
             raise UserFacingError(f"--fast-path on would need {too_much}")
         path, description = "full", f"the fast path would need {too_much}"
-    if path == "full" and classified_token_only(settings, model):
+    at_classified_token = path == "full" and classified_token_only(settings, model)
+    if at_classified_token:
         description += "; the last block at the classified token only"
     log(f"Training path: {path} ({description})")
 
     model.to(device)
     recipe_start = time.perf_counter()
     prefix_seconds = 0.0
-    trainee: torch.nn.Module = GPTClassifier(model, token_position, settings.average_embeddings)
-    if path == "full" and classified_token_only(settings, model):
+    trainee: torch.nn.Module
+    if at_classified_token:
         trainee = ClassifiedTokenClassifier(model, token_position)
+    else:
+        trainee = GPTClassifier(model, token_position, settings.average_embeddings)
     train_loaders: list[DataLoader] = list(loaders)
     if path == "fast":
         start = time.perf_counter()
