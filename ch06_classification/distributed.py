@@ -309,22 +309,6 @@ class World:
         correct, seen = self.sum(torch.tensor([correct, seen], dtype=torch.long)).tolist()
         return correct / seen if seen else float("nan")
 
-    def evaluate_model(
-        self,
-        model: nn.Module,
-        train_loader: Iterable[Any],
-        val_loader: Iterable[Any],
-        device: torch.device | str,
-        eval_iter: int,
-        token_position: str = "last",
-    ) -> tuple[float, float]:
-        """The book's ``evaluate_model`` over the whole batches."""
-        model.eval()
-        train_loss = self.calc_loss_loader(train_loader, model, device, eval_iter, token_position)
-        val_loss = self.calc_loss_loader(val_loader, model, device, eval_iter, token_position)
-        model.train()
-        return train_loss, val_loss
-
     def collect_logits(
         self, loader: DataLoader, model: nn.Module, device: torch.device | str
     ) -> tuple[Tensor, Tensor]:

@@ -166,11 +166,17 @@ def evaluate_model(
     device: torch.device | str,
     eval_iter: int,
     token_position: str = "last",
+    *,
+    loss_loader: Callable[..., float] | None = None,
 ) -> tuple[float, float]:
-    """Training and validation loss on ``eval_iter`` batches each, in evaluation mode."""
+    """Training and validation loss on ``eval_iter`` batches each, in evaluation mode.
+
+    ``loss_loader`` replaces ``calc_loss_loader`` (with several processes, the one that
+    counts every process's examples: ``World.calc_loss_loader``)."""
+    loss_of = loss_loader or calc_loss_loader
     model.eval()
-    train_loss = calc_loss_loader(train_loader, model, device, eval_iter, token_position)
-    val_loss = calc_loss_loader(val_loader, model, device, eval_iter, token_position)
+    train_loss = loss_of(train_loader, model, device, eval_iter, token_position)
+    val_loss = loss_of(val_loader, model, device, eval_iter, token_position)
     model.train()
     return train_loss, val_loss
 
@@ -240,9 +246,9 @@ def train_classifier_simple(
         raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
     history = TrainingHistory()
     say = log or (lambda message: None)
-    evaluate, accuracy_of = evaluate_model, calc_accuracy_loader
+    loss_of, accuracy_of = calc_loss_loader, calc_accuracy_loader
     if world is not None:  # the same numbers, over the whole batches of all the processes
-        evaluate, accuracy_of = world.evaluate_model, world.calc_accuracy_loader
+        loss_of, accuracy_of = world.calc_loss_loader, world.calc_accuracy_loader
     device = torch.device(device)
     start = time.perf_counter()
     for epoch in range(num_epochs):
@@ -267,8 +273,14 @@ def train_classifier_simple(
 
             if (history.steps - 1) % eval_freq == 0:  # the book's global_step % eval_freq == 0
                 with autocast(device, precision):
-                    train_loss, val_loss = evaluate(
-                        model, train_loader, val_loader, device, eval_iter, token_position
+                    train_loss, val_loss = evaluate_model(
+                        model,
+                        train_loader,
+                        val_loader,
+                        device,
+                        eval_iter,
+                        token_position,
+                        loss_loader=loss_of,
                     )
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
