@@ -4,7 +4,8 @@
     python benchmarks/classify.py --classify-run-dir runs/20261125-101500 --data-dir data
 
 Two figures, for a run folder (``--classify-run-dir``; without one, a gpt2-small run is
-trained for one epoch from random weights: a run is as fast as any of the same size):
+trained for one epoch from stand-in weights, the recipe seed's random GPT-2 written as
+OpenAI's file (``common.stand_in_weights``): a run is as fast as any of the same size):
 
 - **Cold start**: ``gpt-spam classify "WINNER! claim your prize"`` in a fresh process,
   from its start to its exit, several times; the first run only warms the page cache, and
@@ -36,7 +37,15 @@ if __name__ == "__main__":  # run as a script: benchmarks/ is not installed
 
 import torch
 
-from benchmarks.common import gpt_spam, load_average, matmul_rate, prepare_data, run_timed, say
+from benchmarks.common import (
+    gpt_spam,
+    load_average,
+    matmul_rate,
+    prepare_data,
+    run_timed,
+    say,
+    stand_in_weights,
+)
 from benchmarks.finetune import block_flops
 
 MESSAGE = "WINNER! claim your prize"
@@ -135,12 +144,16 @@ def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
         scratch = Path(folder)
         run_dir = args.classify_run_dir
         if run_dir is None:
-            say("- training a run to classify with (gpt2-small, random weights, 1 epoch) ...")
+            say("- training a run to classify with (gpt2-small, stand-in weights, 1 epoch) ...")
             run_dir = scratch / "run"
+            weights_dir = scratch / "weights"
+            stand_in_weights("gpt2-small", weights_dir)
             run_timed(
                 gpt_spam(
-                    "train", "--weights", "random", "--epochs", "1", "--data-dir", data_dir,
-                    "--run-dir", str(run_dir), "--device", args.classify_device,
+                    "train", "--weights", "pretrained", "--weights-dir", str(weights_dir),
+                    "--epochs", "1",
+                    "--data-dir", data_dir, "--run-dir", str(run_dir),
+                    "--device", args.classify_device,
                 ),
                 log=scratch / "train.log",
             )  # fmt: skip

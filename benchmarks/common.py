@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -171,6 +172,38 @@ def run_timed(command: list[str], log: Path | None = None) -> Timed:
 def gpt_spam(*args: str) -> list[str]:
     """The command line of ``gpt-spam ARGS`` with this interpreter."""
     return [sys.executable, "-m", "ch06_classification", *args]
+
+
+# --- The weights -----------------------------------------------------------------------
+
+
+def stand_in_weights(preset: str, folder: Path, **config_overrides: Any) -> Path:
+    """A stand-in for OpenAI's released weights file of ``preset``, written in ``folder``.
+
+    The real file cannot be downloaded everywhere the benchmark runs, and a run's time does
+    not depend on the weights' values. So this writes the GPT-2 that ``--weights random``
+    draws from the recipe's seed, under the released file's tensor names and layout: runs
+    given ``--weights-dir folder`` then take the default recipe's path (the file memory-
+    mapped, not 124 M random numbers drawn), and reach the accuracies ``--weights random``
+    reaches. Its SHA-256 is remembered here, as after a user's first run with a downloaded
+    file (``local_cache.py``).
+    """
+    from safetensors.torch import save_file
+
+    from ch06_classification.base_weights import describe_pretrained
+    from ch06_classification.classifier import random_gpt
+    from ch06_classification.settings import TrainingSettings
+    from gpt.config import get_config
+    from gpt.weights import openai_state_dict
+
+    path = folder / f"{preset}.safetensors"
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = get_config(preset, **config_overrides)
+    tensors = openai_state_dict(random_gpt(cfg, TrainingSettings().seed))
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    del tensors
+    describe_pretrained(preset, path)
+    return path
 
 
 # --- The data --------------------------------------------------------------------------

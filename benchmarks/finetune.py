@@ -1,8 +1,9 @@
 """How fast is fine-tuning, and how far from this machine's limits.
 
-Runs ``gpt-spam train`` (random weights: the time does not depend on their values) in a
-fresh process per measurement, from process start to the run folder written, and reads
-the phases from the run's ``metrics.json``:
+Runs ``gpt-spam train`` in a fresh process per measurement, from process start to the
+run folder written, and reads the phases from the run's ``metrics.json``. Its weights are
+a stand-in for OpenAI's file (``stand_in_weights``: the recipe seed's random GPT-2 in the
+released layout), so each run takes the default recipe's path for its weights:
 
 - the book's way (``--fast-path off``: every message padded to the longest, every block
   on every step), over ``--reference-epochs`` epochs scaled to five, in float32 and
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import Machine, gpt_spam, load_average, run_timed, say
+from benchmarks.common import Machine, gpt_spam, load_average, run_timed, say, stand_in_weights
 
 RECIPE_EPOCHS = 5
 ADAMW_BYTES_PER_PARAMETER = 28  # reads param, grad, m, v (16 B); writes param, m, v (12 B)
@@ -128,13 +129,15 @@ def recipe_work(data_dir: str, model: str = "gpt2-small") -> dict[str, Any]:
 # --- Measurements ----------------------------------------------------------------------
 
 
-def train(data_dir: str, scratch: Path, name: str, *options: str) -> dict[str, Any]:
-    """``gpt-spam train --weights random OPTIONS`` in a fresh process: wall time, peak
-    memory, and the run's metrics.json."""
+def train(
+    data_dir: str, weights_dir: Path, scratch: Path, name: str, *options: str
+) -> dict[str, Any]:
+    """``gpt-spam train --weights-dir WEIGHTS_DIR OPTIONS`` in a fresh process: wall time,
+    peak memory, and the run's metrics.json."""
     run_dir = scratch / name
     command = gpt_spam(
-        "train", "--weights", "random", "--device", "cpu", "--data-dir", data_dir,
-        "--run-dir", str(run_dir), *options,
+        "train", "--weights", "pretrained", "--weights-dir", str(weights_dir), "--device",
+        "cpu", "--data-dir", data_dir, "--run-dir", str(run_dir), *options,
     )  # fmt: skip
     timed = run_timed(command, log=scratch / f"{name}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -185,16 +188,19 @@ def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise SystemExit(f"benchmark.py: unknown model {unknown[0]!r}: use {', '.join(MODELS)}")
-    say("== Fine-tuning: the default recipe (5 epochs, batch 8, last block, random weights)")
+    say("== Fine-tuning: the default recipe (5 epochs, batch 8, last block; stand-in weights)")
     machine = Machine.measure()
     say(f"  machine: {machine.describe()}")
     report: dict[str, Any] = {"machine": machine.__dict__}
     with tempfile.TemporaryDirectory(prefix="gpt-spam-benchmark-") as folder:
         scratch = Path(folder)
+        weights_dir = scratch / "weights"
+        say("- writing stand-in weights (gpt2-small) ...")
+        stand_in_weights("gpt2-small", weights_dir)
 
         def measure(name: str, label: str, *options: str) -> dict[str, Any]:
             say(f"- {label} ...")
-            figures = train(data_dir, scratch, name, *options)
+            figures = train(data_dir, weights_dir, scratch, name, *options)
             say(
                 f"  {figures['seconds']:.1f} s (prefix {figures['prefix_seconds']:.1f} s, "
                 f"loop {figures['loop_seconds']:.1f} s), peak {figures['peak_gb']:.2f} GB; "
@@ -216,10 +222,13 @@ def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
             )
         for model in models:
             if model != "gpt2-small":
+                say(f"- writing stand-in weights ({model}) ...")
+                weights = stand_in_weights(model, weights_dir)
                 runs[f"fast_bf16_{model}"] = measure(
                     f"fast-bf16-{model}", f"fast path, bf16, {model}",
                     "--precision", "bf16", "--model", model,
                 )  # fmt: skip
+                weights.unlink()  # gpt2-xl's is 6.2 GB
     report["runs"] = runs
     report["load_after"] = load_average()
     report.update(summarise(runs, machine, data_dir, epochs, models))

@@ -83,8 +83,11 @@ def frozen_tensors(model: GPTModel, stored: set[str]) -> list[tuple[str, torch.T
 
 
 def describe_pretrained(preset: str, weights_file: str | Path) -> BaseWeights:
+    """The record of OpenAI's weights file, hashed once while it is unchanged: hashing
+    gpt2-xl's 6.4 GB on every training run would cost seconds (``local_cache.py``)."""
     path = Path(weights_file).resolve()
-    return BaseWeights("pretrained", preset, file_sha256(path), file=str(path))
+    digest = remembered_digest(path, "file_sha256", file_sha256)
+    return BaseWeights("pretrained", preset, digest, file=str(path))
 
 
 def describe_random(preset: str, seed: int, model: GPTModel, stored: set[str]) -> BaseWeights:

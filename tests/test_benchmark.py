@@ -83,3 +83,21 @@ def test_adamw_traffic_is_28_bytes_per_trained_parameter_per_step():
 def test_trained_parameters_of_the_recipe_are_the_books_count():
     # the book's section 6.5 count for gpt2-small with the last block, final norm and head
     assert trained_parameters("gpt2-small") == 7_090_946
+
+
+def test_stand_in_weights_load_through_the_pretrained_path_as_the_random_weights(tmp_path):
+    """The benchmark times runs from a stand-in for OpenAI's file: loading it must give the
+    very tensors ``--weights random`` draws, so that the runs reach the same accuracies."""
+    from benchmarks.common import stand_in_weights
+    from ch06_classification.classifier import build_classifier
+
+    tiny = {"emb_dim": 16, "n_layers": 2, "n_heads": 2, "context_length": 16}
+    path = stand_in_weights("gpt2-small", tmp_path, **tiny)
+    loaded = build_classifier("gpt2-small", "pretrained", weights_dir=tmp_path, **tiny)
+    drawn = build_classifier("gpt2-small", "random", **tiny)
+
+    assert path == tmp_path / "gpt2-small.safetensors"
+    expected = drawn.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)

@@ -80,6 +80,30 @@ def test_a_remembered_digest_is_recomputed_when_the_file_changes(tmp_path: Path)
     assert len(computed) == 2 and changed == file_sha256(path) != first
 
 
+def test_training_hashes_an_unchanged_weights_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ch06_classification import base_weights
+
+    path = tmp_path / "gpt2-small.safetensors"
+    path.write_bytes(b"not really weights" * 100)
+    hashed = []
+
+    def counting_sha256(file: Path) -> str:
+        hashed.append(file)
+        return file_sha256(file)
+
+    monkeypatch.setattr(base_weights, "file_sha256", counting_sha256)
+    first = base_weights.describe_pretrained("gpt2-small", path)
+    second = base_weights.describe_pretrained("gpt2-small", path)
+
+    assert first == second and first.sha256 == file_sha256(path)
+    assert len(hashed) == 1
+    path.write_bytes(b"other weights, same size!" * 72)
+    assert base_weights.describe_pretrained("gpt2-small", path).sha256 == file_sha256(path)
+    assert len(hashed) == 2
+
+
 def test_a_random_base_is_kept_and_then_read_instead_of_drawn(
     lean_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
