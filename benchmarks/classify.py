@@ -113,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--classify-run-dir",
         type=Path,
-        help="the run to classify with (default: train one, 1 epoch from random weights)",
+        help="the run to classify with (default: train one, 1 epoch from stand-in weights)",
     )
     group.add_argument(
         "--classify-messages",
