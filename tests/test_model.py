@@ -10,7 +10,15 @@ from torch import nn
 
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
-from gpt.model import GELU, GPTModel, LayerNorm, MultiHeadAttention, count_parameters
+from gpt.model import (
+    GELU,
+    QUERY_BLOCK,
+    GPTModel,
+    LayerNorm,
+    MultiHeadAttention,
+    causal_mask,
+    count_parameters,
+)
 
 TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=48, n_heads=4, n_layers=3)
 
@@ -51,12 +59,14 @@ def test_manual_and_fused_attention_agree(num_tokens):
     torch.testing.assert_close(manual(x), fused(x), rtol=0, atol=1e-5)
 
 
-def test_bf16_training_on_cpu_computes_the_same_attention_and_gradients():
+@pytest.mark.parametrize("num_tokens", [7, 300])
+def test_bf16_training_on_cpu_computes_the_same_attention_and_gradients(num_tokens):
     # Training in bfloat16 on a CPU takes the spelled-out products (the fused backward is
-    # slow there): the same outputs and input gradients as float32, to bfloat16 precision.
+    # slow there), in blocks of QUERY_BLOCK queries beyond that length: the same outputs
+    # and input gradients as float32, to bfloat16 precision.
     torch.manual_seed(0)
     att = MultiHeadAttention(d_in=32, d_out=32, dropout=0.0, num_heads=4)
-    x = torch.randn(2, 7, 32)
+    x = torch.randn(2, num_tokens, 32)
     outputs, grads = [], []
     for precision in (torch.float32, torch.bfloat16):
         leaf = x.clone().requires_grad_(True)
@@ -69,11 +79,12 @@ def test_bf16_training_on_cpu_computes_the_same_attention_and_gradients():
     torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("num_tokens", [7, 513])
-def test_bf16_inference_on_cpu_matches_float32_on_either_side_of_the_length_switch(num_tokens):
-    # In bfloat16 on a CPU, rows of up to 512 tokens take the spelled-out products (faster
-    # there) and longer ones the fused kernel: both are float32's causal attention, to
-    # bfloat16 precision, and a later token never changes an earlier output.
+@pytest.mark.parametrize("num_tokens", [7, QUERY_BLOCK, QUERY_BLOCK + 1, 300])
+def test_bf16_inference_on_cpu_matches_float32_in_one_block_or_several(num_tokens):
+    # In bfloat16 on a CPU the attention is spelled out (faster there), a block of
+    # QUERY_BLOCK queries at a time beyond that length (the last block shorter): the same
+    # as float32's causal attention to bfloat16 precision, and a later token never changes
+    # an earlier output.
     torch.manual_seed(0)
     att = MultiHeadAttention(d_in=32, d_out=32, dropout=0.0, num_heads=4, qkv_bias=True).eval()
     x = torch.randn(2, num_tokens, 32)
@@ -85,6 +96,13 @@ def test_bf16_inference_on_cpu_matches_float32_on_either_side_of_the_length_swit
         half_changed = att(changed.bfloat16())
     torch.testing.assert_close(half.float(), reference, rtol=0.05, atol=0.03)
     torch.testing.assert_close(half_changed[:, :-1], half[:, :-1], rtol=0, atol=0)
+
+
+def test_a_block_of_queries_gets_the_rows_of_the_causal_mask_at_its_positions():
+    full = causal_mask(10)
+    assert torch.equal(causal_mask(10, num_queries=3, first_query=4), full[4:7])
+    assert torch.equal(causal_mask(10, num_queries=10), full)
+    assert full.sum() == 45 and not full.diagonal().any()  # above the diagonal only
 
 
 def test_manual_and_fused_models_give_the_same_logits():
