@@ -130,6 +130,16 @@ def classified_positions(
     raise ValueError(f"token_position must be one of {TOKEN_POSITIONS}, not {token_position!r}")
 
 
+def positions_in_batch(
+    input_ids: torch.Tensor, lengths: torch.Tensor | None, token_position: str
+) -> torch.Tensor:
+    """``classified_positions`` of a batch of token ids; ``lengths`` None means no padding
+    (every row is all real tokens)."""
+    if lengths is None:
+        lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], device=input_ids.device)
+    return classified_positions(lengths, input_ids.shape[1], token_position)
+
+
 def needs_fixed_padding(token_position: str, causal: bool, average_embeddings: bool) -> bool:
     """Whether every message must be padded to the same length, as the book does, for its
     result not to depend on which other messages share its batch.
@@ -165,12 +175,10 @@ class GPTClassifier(nn.Module):
         self.average_embeddings = average_embeddings
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:  # no padding: every row is all real tokens
-            lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], device=input_ids.device)
         logits = self.gpt(input_ids)  # [batch, tokens, classes]
         if self.average_embeddings:
             return logits.mean(dim=1)
-        positions = classified_positions(lengths, input_ids.shape[1], self.token_position)
+        positions = positions_in_batch(input_ids, lengths, self.token_position)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         return logits[rows, positions]
 

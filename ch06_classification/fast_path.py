@@ -30,7 +30,11 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from ch06_classification.batching import batches_by_length, pad_right
-from ch06_classification.classifier import classified_positions, first_trainable_block
+from ch06_classification.classifier import (
+    classified_positions,
+    first_trainable_block,
+    positions_in_batch,
+)
 from ch06_classification.dataset import SpamDataset
 from ch06_classification.devices import autocast
 from gpt.model import GPTModel, TransformerBlock
@@ -235,9 +239,7 @@ class ClassifiedTokenClassifier(nn.Module):
         self.token_position = token_position
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if lengths is None:  # no padding: every row is all real tokens
-            lengths = torch.full((input_ids.shape[0],), input_ids.shape[1], device=input_ids.device)
-        positions = classified_positions(lengths, input_ids.shape[1], self.token_position)
+        positions = positions_in_batch(input_ids, lengths, self.token_position)
         return logits_at(self.gpt, input_ids, positions)
 
 

@@ -59,14 +59,21 @@ def test_classify_imports_none_of_the_heavy_modules(lean_run: Path, tmp_path: Pa
         assert status == 0 and imported == []
 
 
+def counting_sha256(calls: list[Path]):
+    """``file_sha256`` that also records each file it hashes in ``calls``."""
+
+    def sha256(file: Path) -> str:
+        calls.append(file)
+        return file_sha256(file)
+
+    return sha256
+
+
 def test_a_remembered_digest_is_recomputed_when_the_file_changes(tmp_path: Path) -> None:
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 1000)
-    computed = []
-
-    def sha256(file: Path) -> str:
-        computed.append(file)
-        return file_sha256(file)
+    computed: list[Path] = []
+    sha256 = counting_sha256(computed)
 
     first = remembered_digest(path, "file_sha256", sha256)
     assert remembered_digest(path, "file_sha256", sha256) == first
@@ -87,13 +94,8 @@ def test_training_hashes_an_unchanged_weights_file_once(
 
     path = tmp_path / "gpt2-small.safetensors"
     path.write_bytes(b"not really weights" * 100)
-    hashed = []
-
-    def counting_sha256(file: Path) -> str:
-        hashed.append(file)
-        return file_sha256(file)
-
-    monkeypatch.setattr(base_weights, "file_sha256", counting_sha256)
+    hashed: list[Path] = []
+    monkeypatch.setattr(base_weights, "file_sha256", counting_sha256(hashed))
     first = base_weights.describe_pretrained("gpt2-small", path)
     second = base_weights.describe_pretrained("gpt2-small", path)
 
