@@ -131,9 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
-    from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES
     from ch06_classification.download import read_sms_spam
     from ch06_classification.splits import read_split
+    from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SPLIT_FILES
 
     say("== Classification: one message from a cold start; batches in float32 and bfloat16")
     say(f"  load average {load_average()}")

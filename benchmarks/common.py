@@ -190,9 +190,9 @@ def stand_in_weights(preset: str, folder: Path, **config_overrides: Any) -> Path
     """
     from safetensors.torch import save_file
 
-    from ch06_classification.base_weights import describe_pretrained
     from ch06_classification.classifier import random_gpt
-    from ch06_classification.settings import TrainingSettings
+    from ch06_classification.finetuning.settings import TrainingSettings
+    from ch06_classification.storage.base_weights import describe_pretrained
     from gpt.config import get_config
     from gpt.weights import openai_state_dict
 
@@ -212,7 +212,7 @@ def stand_in_weights(preset: str, folder: Path, **config_overrides: Any) -> Path
 def prepare_data(data_dir: str | None, sms_source: str | None, scratch: Path) -> str:
     """A data folder with the default splits: ``data_dir`` if it has them, else made in
     ``scratch`` by ``gpt-spam download`` and ``gpt-spam split``."""
-    from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES
+    from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SPLIT_FILES
 
     needed = [SMS_SPAM_TSV, *SPLIT_FILES.values()]
     if data_dir and all((Path(data_dir) / name).is_file() for name in needed):

@@ -99,8 +99,8 @@ def trained_parameters(model: str) -> int:
 def recipe_work(data_dir: str, model: str = "gpt2-small") -> dict[str, Any]:
     """The default recipe's FLOPs by phase and its optimizer steps, for ``model``."""
     from ch06_classification.dataset import create_data_loaders
-    from ch06_classification.fast_path import classified_sequences
-    from ch06_classification.finetune import TrainingSettings
+    from ch06_classification.finetuning.finetune import TrainingSettings
+    from ch06_classification.speed.fast_path import classified_sequences
     from gpt.config import get_config
     from gpt.tokenizer import get_tokenizer
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ch06_classification.datafiles import CLASS_NAMES
+from ch06_classification.storage.datafiles import CLASS_NAMES
 from gpt.config import GPTConfig, get_config
 from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ch06_classification.batching import pad_right
-from ch06_classification.datafiles import SPLIT_FILES, DataError
+from ch06_classification.speed.batching import pad_right
+from ch06_classification.storage.datafiles import SPLIT_FILES, DataError
 from gpt.tokenizer import END_OF_TEXT_ID
 
 Padding = Literal["fixed", "batch"]

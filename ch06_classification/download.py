@@ -25,9 +25,8 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from ch06_classification.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, DataError
-from ch06_classification.prerequisites import option
-from ch06_classification.safe_files import (
+from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, DataError, option
+from ch06_classification.storage.safe_files import (
     atomic_output,
     ensure_writable_folder,
     folder_lock,

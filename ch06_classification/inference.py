@@ -18,17 +18,17 @@ import numpy as np
 import tiktoken
 import torch
 
-from ch06_classification.batching import batches_by_length, pad_right
-from ch06_classification.checkpoint import (
+from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
+from ch06_classification.dataset import encode_message
+from ch06_classification.speed.batching import batches_by_length, pad_right
+from ch06_classification.speed.devices import pick_device, reuse_freed_memory
+from ch06_classification.speed.fast_path import classify_logits
+from ch06_classification.storage.checkpoint import (
     ClassifierInfo,
     load_classifier,
     save_checkpoint_folder,
 )
-from ch06_classification.classifier import DISPLAY_NAMES, needs_fixed_padding
-from ch06_classification.datafiles import CLASS_NAMES
-from ch06_classification.dataset import encode_message
-from ch06_classification.devices import pick_device, reuse_freed_memory
-from ch06_classification.fast_path import classify_logits
+from ch06_classification.storage.datafiles import CLASS_NAMES
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
 from gpt.model import GPTModel
@@ -143,7 +143,7 @@ class SpamClassifier:
         bfloat16 casts the weights once, so each batch reads half the bytes and converts
         nothing; the float32 weights are kept, so that going back is exact.
         """
-        from ch06_classification.precision import DTYPES
+        from ch06_classification.speed.precision import DTYPES
 
         if precision not in DTYPES:
             raise ValueError(f"precision must be one of {tuple(DTYPES)}, not {precision!r}")

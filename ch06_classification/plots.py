@@ -17,13 +17,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-from ch06_classification.datafiles import CLASS_NAMES, atomic_output
-from ch06_classification.metrics import (
+from ch06_classification.evaluating.metrics import (
     average_precision,
     precision_recall_curve,
     roc_auc,
     roc_curve,
 )
+from ch06_classification.storage.datafiles import CLASS_NAMES, atomic_output
 
 FORMATS = ("png", "pdf")
 
@@ -33,7 +33,7 @@ FORMATS = ("png", "pdf")
 
 def save_atomically(fig: Figure, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` (format from its suffix) without ever leaving a half-written
-    file there (see :func:`~ch06_classification.datafiles.atomic_output`)."""
+    file there (see :func:`~ch06_classification.storage.datafiles.atomic_output`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:

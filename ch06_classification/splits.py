@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
-from ch06_classification.datafiles import (
+from ch06_classification.storage.datafiles import (
     CLASS_NAMES,
     SPLIT_FILES,
     SPLIT_REPORT,
@@ -38,7 +38,7 @@ from ch06_classification.datafiles import (
     class_names_from_id2label,
     id2label,
 )
-from ch06_classification.safe_files import replace_together, settle
+from ch06_classification.storage.safe_files import replace_together, settle
 
 Balance = Literal["none", "undersample"]
 SplitMethod = Literal["stratified", "random"]

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ch06_classification.classifier import classified_positions
-from ch06_classification.devices import autocast
+from ch06_classification.speed.devices import autocast
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
 
 if TYPE_CHECKING:
-    from ch06_classification.distributed import World
+    from ch06_classification.speed.distributed import World
 
 
 def unpack_batch(batch: Sequence[torch.Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:

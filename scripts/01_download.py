@@ -5,7 +5,7 @@ zip you have with ``--sms-source PATH`` (or set ``SMS_SPAM_SOURCE``). ``--help``
 the options.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("download")

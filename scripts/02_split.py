@@ -5,7 +5,7 @@ Same as ``gpt-spam split``: writes ``train.csv``, ``validation.csv``, ``test.csv
 validation and test messages also occur in training. ``--help`` lists the options.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("split")

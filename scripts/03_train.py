@@ -5,7 +5,7 @@ then saves the checkpoint, metrics, history and loss/accuracy plots in runs/<tim
 The same as `gpt-spam train`; run with --help for every option.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("train")

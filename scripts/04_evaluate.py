@@ -6,7 +6,7 @@ evaluation-<data>-t<threshold>.json and plots in the run folder. The same as
 `gpt-spam evaluate`; run with --help for every option.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("evaluate")

@@ -8,7 +8,7 @@ Prints each message's label and spam probability, in the order given. The same a
 `gpt-spam classify`; run with --help for every option.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("classify")

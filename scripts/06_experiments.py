@@ -8,7 +8,7 @@ The same as `gpt-spam experiments`; e.g. the gpt2-small rows from random weights
 --list shows every row's command and the published figures; run with --help for more.
 """
 
-from ch06_classification.cli import run_step
+from ch06_classification.cli.main import run_step
 
 if __name__ == "__main__":
     run_step("experiments")

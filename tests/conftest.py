@@ -54,7 +54,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def _local_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """gpt-spam's cache on this machine (digests, random bases) in a folder of the test
     session, for commands run here and in child processes alike: never the user's."""
-    from ch06_classification.local_cache import CACHE_DIR_ENV
+    from ch06_classification.storage.local_cache import CACHE_DIR_ENV
 
     os.environ[CACHE_DIR_ENV] = str(tmp_path_factory.mktemp("gpt-spam-cache"))
 
@@ -114,7 +114,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every model that fine-tuning builds is tiny (``TINY_GPT2``, at gpt2-small's context):
     `gpt-spam train` and the pipeline take seconds, not minutes."""
-    from ch06_classification import finetune
+    from ch06_classification.finetuning import finetune
     from tests.tiny_classifier import TINY_GPT2
 
     build = finetune.build_classifier

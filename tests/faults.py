@@ -60,7 +60,7 @@ def python(code: str, *args: str | Path, **popen: object) -> subprocess.Popen:
 
 HOLD_FOLDER = """
     import sys, time
-    from ch06_classification.safe_files import folder_lock
+    from ch06_classification.storage.safe_files import folder_lock
     with folder_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)

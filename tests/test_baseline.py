@@ -30,7 +30,7 @@ def data_dir(tmp_path):
 
 
 def test_tfidf_learns_and_majority_is_the_floor(data_dir):
-    from ch06_classification.baseline import run_baseline
+    from ch06_classification.extras.baseline import run_baseline
 
     tfidf = run_baseline("tfidf", data_dir, log=lambda line: None)
     majority = run_baseline("majority", data_dir, log=lambda line: None)

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from ch06_classification.batching import batches_by_length, pad_right
+from ch06_classification.speed.batching import batches_by_length, pad_right
 
 
 def test_pad_right_token_ids():

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.finetune import adamw_bytes, block_flops, fast_path_flops, trained_parameters
-from ch06_classification.fast_path import last_position_block
+from ch06_classification.speed.fast_path import last_position_block
 from gpt.config import GPTConfig
 from gpt.model import TransformerBlock
 

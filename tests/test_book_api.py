@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader
 
 from ch06_classification import download
 from ch06_classification.classifier import GPTClassifier
-from ch06_classification.datafiles import DataError
 from ch06_classification.dataset import SpamDataset, create_data_loader
 from ch06_classification.download import download_and_unzip_spam_data, read_sms_spam
-from ch06_classification.fast_path import prepare_fast_path
 from ch06_classification.inference import classify_review
 from ch06_classification.plots import plot_values
+from ch06_classification.speed.fast_path import prepare_fast_path
 from ch06_classification.splits import create_balanced_dataset, random_split
+from ch06_classification.storage.datafiles import DataError
 from ch06_classification.training import (
     calc_accuracy_loader,
     calc_loss_batch,

@@ -8,15 +8,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ch06_classification import checkpoint as checkpoint_module
-from ch06_classification.checkpoint import (
+from ch06_classification.classifier import GPTClassifier, build_classifier
+from ch06_classification.storage import checkpoint as checkpoint_module
+from ch06_classification.storage.checkpoint import (
     CheckpointError,
     ClassifierInfo,
     load_classifier,
     read_classifier_info,
     save_classifier,
 )
-from ch06_classification.classifier import GPTClassifier, build_classifier
 from gpt.config import GPTConfig
 
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 64}

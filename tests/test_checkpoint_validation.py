@@ -12,16 +12,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ch06_classification import checkpoint as checkpoint_module
-from ch06_classification.base_weights import BaseWeights
-from ch06_classification.checkpoint import (
+from ch06_classification.classifier import build_classifier
+from ch06_classification.storage import checkpoint as checkpoint_module
+from ch06_classification.storage.base_weights import BaseWeights
+from ch06_classification.storage.checkpoint import (
     CheckpointError,
     ClassifierInfo,
     load_classifier,
     read_classifier_info,
     save_checkpoint_folder,
 )
-from ch06_classification.classifier import build_classifier
 from gpt.config import get_config
 from tests.run_cli import gpt_spam
 from tests.tiny_classifier import write_tiny_checkpoint

@@ -13,13 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ch06_classification import checkpoint as checkpoint_module
-from ch06_classification.base_weights import file_sha256
-from ch06_classification.checkpoint import read_classifier_info
-from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
 from ch06_classification.inference import SpamClassifier
-from ch06_classification.local_cache import CACHE_DIR_ENV, random_base_file, remembered_digest
-from ch06_classification.runs import save_training_run
+from ch06_classification.storage import checkpoint as checkpoint_module
+from ch06_classification.storage.base_weights import file_sha256
+from ch06_classification.storage.checkpoint import read_classifier_info
+from ch06_classification.storage.local_cache import (
+    CACHE_DIR_ENV,
+    random_base_file,
+    remembered_digest,
+)
+from ch06_classification.storage.runs import save_training_run
 from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_classifier import MESSAGES
@@ -44,7 +48,7 @@ def lean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_classify_imports_none_of_the_heavy_modules(lean_run: Path, tmp_path: Path) -> None:
     script = (
         "import json, sys\n"
-        "from ch06_classification.cli import main\n"
+        "from ch06_classification.cli.main import main\n"
         f"status = main(['classify', '--run-dir', {str(lean_run)!r}, 'WINNER! claim now'])\n"
         f"print(json.dumps([status, sorted(m for m in {HEAVY!r} if m in sys.modules)]))\n"
     )
@@ -90,7 +94,7 @@ def test_a_remembered_digest_is_recomputed_when_the_file_changes(tmp_path: Path)
 def test_training_hashes_an_unchanged_weights_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ch06_classification import base_weights
+    from ch06_classification.storage import base_weights
 
     path = tmp_path / "gpt2-small.safetensors"
     path.write_bytes(b"not really weights" * 100)

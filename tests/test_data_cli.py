@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ch06_classification.cli import main
-from ch06_classification.datafiles import SMS_SPAM_TSV, SPLIT_FILES, SPLIT_REPORT
+from ch06_classification.cli.main import main
+from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SPLIT_FILES, SPLIT_REPORT
 from tests.run_cli import ROOT, gpt_spam
 
 

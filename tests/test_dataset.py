@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from ch06_classification.datafiles import DataError
 from ch06_classification.dataset import (
     Batch,
     SpamDataset,
@@ -16,6 +15,7 @@ from ch06_classification.dataset import (
     create_data_loader,
     create_data_loaders,
 )
+from ch06_classification.storage.datafiles import DataError
 from gpt.tokenizer import END_OF_TEXT_ID
 
 TEXTS = [

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from ch06_classification.devices import autocast, pick_device, reuse_freed_memory
+from ch06_classification.speed.devices import autocast, pick_device, reuse_freed_memory
 from gpt.errors import UserFacingError
 
 

@@ -21,9 +21,14 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ch06_classification import finetune
-from ch06_classification.cli import main
-from ch06_classification.distributed import ShardedBatches, World, device_for_process, share_bounds
+from ch06_classification.cli.main import main
+from ch06_classification.finetuning import finetune
+from ch06_classification.speed.distributed import (
+    ShardedBatches,
+    World,
+    device_for_process,
+    share_bounds,
+)
 from gpt.errors import UserFacingError
 from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits

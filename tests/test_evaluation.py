@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification.evaluation import evaluate_run
-from ch06_classification.runs import write_training_texts
+from ch06_classification.evaluating.evaluation import evaluate_run
+from ch06_classification.storage.runs import write_training_texts
 from gpt.errors import UserFacingError
 from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_classifier import write_tiny_checkpoint

@@ -7,10 +7,15 @@ import shutil
 
 import pytest
 
-from ch06_classification import finetune
-from ch06_classification.cli import build_parser
-from ch06_classification.commands.train import settings_from_args
-from ch06_classification.experiments import BY_NUMBER, SMALL_ROWS, row_settings, run_experiments
+from ch06_classification.cli.commands.train import settings_from_args
+from ch06_classification.cli.main import build_parser
+from ch06_classification.extras.experiments import (
+    BY_NUMBER,
+    SMALL_ROWS,
+    row_settings,
+    run_experiments,
+)
+from ch06_classification.finetuning import finetune
 from tests.run_cli import gpt_spam
 from tests.synthetic_splits import write_synthetic_splits
 

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from ch06_classification.checkpoint import ClassifierInfo, load_classifier, save_checkpoint_folder
 from ch06_classification.classifier import build_classifier
-from ch06_classification.cli import main
+from ch06_classification.cli.main import main
 from ch06_classification.inference import SpamClassifier
+from ch06_classification.storage.checkpoint import (
+    ClassifierInfo,
+    load_classifier,
+    save_checkpoint_folder,
+)
 from tests.tiny_classifier import MESSAGES
 
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 64}

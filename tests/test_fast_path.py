@@ -13,7 +13,8 @@ from ch06_classification.classifier import (
     freeze_for_classification,
 )
 from ch06_classification.dataset import create_data_loaders
-from ch06_classification.fast_path import (
+from ch06_classification.finetuning.finetune import TrainingSettings, choose_path
+from ch06_classification.speed.fast_path import (
     ClassifiedTokenClassifier,
     PrefixCachedClassifier,
     classified_sequences,
@@ -22,7 +23,6 @@ from ch06_classification.fast_path import (
     last_position_block,
     prepare_fast_path,
 )
-from ch06_classification.finetune import TrainingSettings, choose_path
 from ch06_classification.training import calc_accuracy_loader, calc_loss_batch, make_optimizer
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
@@ -246,7 +246,7 @@ def small_data_dir(tmp_path_factory):
 @pytest.mark.parametrize("options", NEWLY_FAST.values(), ids=NEWLY_FAST.keys())
 def test_fast_path_trains_like_the_books_way(small_data_dir, options):
     """Same losses at every evaluation, same accuracies, same weights after training."""
-    from ch06_classification.finetune import fine_tune
+    from ch06_classification.finetuning.finetune import fine_tune
 
     settings = TrainingSettings(
         weights="random",

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from ch06_classification import download, finetune
-from ch06_classification.cli import main
-from ch06_classification.datafiles import SMS_SPAM_TSV, DataError
+from ch06_classification.cli.main import main
 from ch06_classification.download import download_sms_spam
-from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
 from ch06_classification.splits import read_split
+from ch06_classification.storage.datafiles import SMS_SPAM_TSV, DataError
 from tests.faults import contents, synthetic_data
 from tests.sms_data import synthetic_collection, zip_archive
 from tests.tiny_classifier import TINY

@@ -16,11 +16,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification import runs, splits
-from ch06_classification.cli import main
-from ch06_classification.datafiles import SPLIT_FILES, SPLIT_REPORT
-from ch06_classification.safe_files import LOCK_NAME, FolderBusyError, atomic_output, folder_lock
+from ch06_classification.cli.main import main
 from ch06_classification.splits import make_splits, read_split, write_splits
+from ch06_classification.storage import runs, splits
+from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT
+from ch06_classification.storage.safe_files import (
+    LOCK_NAME,
+    FolderBusyError,
+    atomic_output,
+    folder_lock,
+)
 from tests.faults import (
     FolderHolder,
     collection_frame,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ch06_classification.cli import build_parser, main
+from ch06_classification.cli.main import build_parser, main
 from tests.sms_data import SMS_SPAM_ZIP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +28,13 @@ def refuse(*args, **kwargs):
 socket.socket.connect = refuse
 socket.getaddrinfo = refuse
 
-from ch06_classification import finetune
+from ch06_classification.finetuning import finetune
 
 build = finetune.build_classifier
 finetune.build_classifier = lambda *a, **k: build(
     *a, **{**k, "emb_dim": 32, "n_layers": 2, "n_heads": 4}
 )
-from ch06_classification.cli import main
+from ch06_classification.cli.main import main
 
 sys.exit(main(sys.argv[1:]))
 """

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification import imdb
-from ch06_classification.cli import main
-from ch06_classification.datafiles import IMDB_REVIEWS_CSV, SPLIT_REPORT, DataError
-from ch06_classification.imdb import read_imdb_archive
+from ch06_classification.cli.main import main
+from ch06_classification.sources import imdb
+from ch06_classification.sources.imdb import read_imdb_archive
+from ch06_classification.storage.datafiles import IMDB_REVIEWS_CSV, SPLIT_REPORT, DataError
 
 WORDS = {
     "pos": ["great", "wonderful", "loved", "brilliant", "superb", "moving"],

@@ -46,7 +46,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_the_imports_it_should():
     graph = import_graph()
-    assert "ch06_classification.commands.running" in graph["ch06_classification.cli"]
+    assert "ch06_classification.cli.running" in graph["ch06_classification.cli.main"]
     assert "gpt.model" in graph["ch06_classification.classifier"]
 
 
@@ -94,7 +94,7 @@ DIFFERENT_MEANING = {
 
 
 def test_an_option_shared_by_steps_means_the_same_in_each():
-    from ch06_classification.cli import build_parser
+    from ch06_classification.cli.main import build_parser
 
     subparsers = next(
         a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)

@@ -12,16 +12,20 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ch06_classification.base_weights import BaseWeightsError, describe_pretrained, file_sha256
-from ch06_classification.checkpoint import (
+from ch06_classification.classifier import build_classifier
+from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
+from ch06_classification.inference import SpamClassifier
+from ch06_classification.storage.base_weights import (
+    BaseWeightsError,
+    describe_pretrained,
+    file_sha256,
+)
+from ch06_classification.storage.checkpoint import (
     ClassifierInfo,
     load_classifier,
     save_checkpoint_folder,
 )
-from ch06_classification.classifier import build_classifier
-from ch06_classification.finetune import TrainingSettings, fine_tune
-from ch06_classification.inference import SpamClassifier
-from ch06_classification.runs import save_training_run
+from ch06_classification.storage.runs import save_training_run
 from gpt.config import get_config
 from gpt.errors import UserFacingError
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint

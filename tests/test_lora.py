@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ch06_classification.checkpoint import ClassifierInfo, load_classifier, save_classifier
 from ch06_classification.classifier import add_classification_head, build_classifier
 from ch06_classification.inference import SpamClassifier
+from ch06_classification.storage.checkpoint import ClassifierInfo, load_classifier, save_classifier
 from gpt.config import get_config
 from gpt.lora import LinearWithLoRA, LoRALayer, lora_config, merge_lora, replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters
@@ -108,8 +108,8 @@ def test_a_lora_checkpoint_holds_the_adapters_and_predicts_the_same(tmp_path):
 
 
 def test_a_lora_run_saves_only_the_adapters_and_loads_to_the_same_predictions(tmp_path):
-    from ch06_classification.finetune import TrainingSettings, fine_tune
-    from ch06_classification.runs import save_training_run
+    from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
+    from ch06_classification.storage.runs import save_training_run
     from tests.synthetic_splits import write_synthetic_splits
 
     data_dir = write_synthetic_splits(tmp_path / "data", sizes=(16, 8, 8))

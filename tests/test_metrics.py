@@ -1,4 +1,4 @@
-"""Tests of ch06_classification.metrics.
+"""Tests of ch06_classification.evaluating.metrics.
 
 Every expected value is worked out by hand in the comments, never from running the code
 under test; on real evaluation outputs, the saved metrics are checked against
@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 
-from ch06_classification.metrics import (
+from ch06_classification.evaluating.metrics import (
     BinaryMetrics,
     average_precision,
     binary_metrics,
@@ -267,10 +267,10 @@ def test_evaluation_agrees_with_scikit_learn_on_real_outputs(real_splits, tmp_pa
     (the counting at the threshold is ours, so this checks it against the library)."""
     from sklearn import metrics as sk
 
-    from ch06_classification.datafiles import SPLIT_FILES
-    from ch06_classification.evaluation import evaluate_run
+    from ch06_classification.evaluating.evaluation import evaluate_run
     from ch06_classification.inference import SpamClassifier
     from ch06_classification.splits import read_split
+    from ch06_classification.storage.datafiles import SPLIT_FILES
     from tests.tiny_classifier import write_tiny_checkpoint
 
     run = write_tiny_checkpoint(tmp_path / "run").parent

@@ -8,8 +8,8 @@ import re
 
 import pandas as pd
 
-from ch06_classification.cli import main
-from ch06_classification.commands.pipeline import SAMPLE_MESSAGES
+from ch06_classification.cli.commands.pipeline import SAMPLE_MESSAGES
+from ch06_classification.cli.main import main
 
 
 def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, tiny_models):
@@ -81,8 +81,8 @@ def test_everything_missing_is_reported_at_once_before_any_step(tmp_path, monkey
 
 
 def test_pipeline_passes_split_and_train_options_on(tmp_path):
-    from ch06_classification.cli import build_parser
-    from ch06_classification.commands.pipeline import step_arguments
+    from ch06_classification.cli.commands.pipeline import step_arguments
+    from ch06_classification.cli.main import build_parser
 
     given = "--dedupe --seed 7 --trainable-layers all --lr 1e-4 --batch-size 4"
     given += " --weights random --data-dir d --epochs 2"
@@ -111,8 +111,8 @@ def test_pipeline_passes_split_and_train_options_on(tmp_path):
 def test_own_texts_fetch_no_dataset(tmp_path, monkeypatch, capsys):
     """With --csv/--tsv the texts are the user's own: the pipeline's download step fetches
     only the weights, and a dataset source (even a missing one) is never looked at."""
-    from ch06_classification.cli import build_parser
-    from ch06_classification.commands.pipeline import step_arguments
+    from ch06_classification.cli.commands.pipeline import step_arguments
+    from ch06_classification.cli.main import build_parser
 
     monkeypatch.setenv("SMS_SPAM_SOURCE", str(tmp_path / "missing.zip"))
     own = tmp_path / "own.csv"

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from ch06_classification import precision
-from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
 from ch06_classification.inference import SpamClassifier
-from ch06_classification.precision import (
+from ch06_classification.speed import precision
+from ch06_classification.speed.precision import (
     CHECK_FILE,
     MIN_TOKENS_FOR_BF16,
     Agreement,
     choose_precision,
     set_classifier_precision,
 )
-from ch06_classification.runs import save_training_run
 from ch06_classification.splits import read_split
+from ch06_classification.storage.runs import save_training_run
 from tests.synthetic_splits import write_synthetic_splits
 
 TINY = {"emb_dim": 32, "n_layers": 3, "n_heads": 4, "context_length": 64}

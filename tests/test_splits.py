@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification.datafiles import SPLIT_FILES, SPLIT_REPORT, DataError
 from ch06_classification.splits import (
     create_balanced_dataset,
     describe_split,
@@ -18,6 +17,7 @@ from ch06_classification.splits import (
     texts_seen_in,
     write_splits,
 )
+from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT, DataError
 
 
 def raw_frame(labels_and_texts: list[tuple[str, str]]) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ch06_classification.finetune import TrainingSettings, fine_tune
+from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
 from ch06_classification.training import (
     calc_accuracy_loader,
     calc_loss_batch,

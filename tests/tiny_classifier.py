@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ch06_classification.checkpoint import CHECKPOINT_NAME, ClassifierInfo, save_classifier
 from ch06_classification.classifier import build_classifier
+from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, ClassifierInfo, save_classifier
 
 # gpt2-small's vocabulary (GPT-2's tokenizer reads real text), 2 blocks 32 wide.
 TINY_GPT2 = {"emb_dim": 32, "n_heads": 4, "n_layers": 2}

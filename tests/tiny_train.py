@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ch06_classification import finetune
-from ch06_classification.cli import main
+from ch06_classification.cli.main import main
+from ch06_classification.finetuning import finetune
 from tests.tiny_classifier import TINY_GPT2
 
 # No biases on the query/key/value projections: the key bias's true gradient is exactly 0

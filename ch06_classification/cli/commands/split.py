@@ -1,0 +1,138 @@
+"""``gpt-spam split``: balance the collection (or your own labelled texts) and write the
+training/validation/test CSVs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ch06_classification.cli.options import (
+    add_data_dir_option,
+    add_dataset_option,
+    add_seed_option,
+    add_split_options,
+)
+from gpt.errors import UserFacingError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "split",
+        help="balance the collection (or your own labelled texts) and split it into CSVs",
+        description=(
+            "Keep all spam messages and as many random ham ones, split them 70/10/20, and "
+            "write train.csv, validation.csv, test.csv, test_realistic.csv (spam as rare as "
+            "in the whole collection) and split_report.json to the data folder. With --csv "
+            "or --tsv, split your own labelled texts instead (any number of classes, "
+            "stratified 70/10/20, unbalanced by default); split_report.json records the "
+            "class names (id2label) for training, evaluation and classification."
+        ),
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``split``, which ``pipeline`` accepts and passes on too."""
+    add_data_dir_option(parser)
+    add_dataset_option(parser)
+    add_seed_option(parser)
+    add_split_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that `gpt-spam --help` does not load pandas.
+    from ch06_classification.cli.options import parse_fractions
+    from ch06_classification.cli.prerequisites import dataset_problem, require
+    from ch06_classification.splits import DEFAULT_FRACTIONS, write_splits
+    from ch06_classification.storage.datafiles import CLASS_NAMES, SPLIT_FILES, SPLIT_REPORT
+
+    own_file = args.csv or args.tsv
+    if own_file is not None and args.dataset is not None:
+        raise UserFacingError("give --dataset or your own --csv/--tsv file, not both")
+    if args.dataset == "imdb":
+        from ch06_classification.sources.imdb import IMDB_CLASS_NAMES, load_imdb
+
+        require(dataset_problem(args.data_dir, "imdb"))
+        # The bonus's two shuffles with the seed, and its cut: 35,000 / 5,000 / 10,000.
+        df, class_names, source = load_imdb(args.data_dir, args.seed), IMDB_CLASS_NAMES, "imdb"
+        balance, method = "none", "random"
+    elif own_file is None:
+        from ch06_classification.download import load_sms_spam
+
+        require(dataset_problem(args.data_dir))
+        df, class_names, source = load_sms_spam(args.data_dir), CLASS_NAMES, None
+        balance, method = "undersample", "random"  # the book's
+    else:
+        from ch06_classification.sources.labelled_texts import class_names_of, read_labelled_texts
+
+        if not own_file.is_file():
+            raise UserFacingError(f"--{'csv' if args.csv else 'tsv'} {own_file}: no such file")
+        fmt = "csv" if args.csv else "tsv"
+        df = read_labelled_texts(own_file, args.text_column, args.label_column, fmt)
+        class_names, source = class_names_of(df["Label"]), str(own_file)
+        balance, method = "none", "stratified"
+    fractions = parse_fractions(args.fractions) if args.fractions else DEFAULT_FRACTIONS
+    report = write_splits(
+        df,
+        args.data_dir,
+        args.seed,
+        args.dedupe,
+        class_names=class_names,
+        fractions=fractions,
+        balance=args.balance or balance,
+        method=args.split_method or method,
+        source=source,
+    )
+    print(format_report(report))
+    written = [name for name in SPLIT_FILES.values() if name in report["files"]]
+    print(f"Wrote {', '.join([*written, SPLIT_REPORT])} to {args.data_dir}")
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The split report as a few lines of text for the terminal."""
+    collection = report["collection"]
+    balanced = "balanced" in report
+    used = report["balanced" if balanced else "used"]
+    lines = [
+        f"Collection: {collection['rows']:,} texts ({describe_classes(collection['classes'])}), "
+        f"{collection['distinct_texts']:,} distinct texts",
+        f"{'Balanced' if balanced else 'Used'}"
+        f"{' after dropping repeated texts' if report['dedupe'] else ''}: "
+        f"{used['rows']:,} texts ({describe_classes(used['classes'])}), "
+        f"{used['distinct_texts']:,} distinct texts",
+        f"Splits (seed {report['seed']}"
+        + (f", {report['method']}" if "method" in report else "")
+        + "):",
+    ]
+    for name, split in report["splits"].items():
+        line = (
+            f"  {name:<15}{split['rows']:>6,} rows ({describe_classes(split['classes'], True)}), "
+            f"{split['distinct_texts']:,} distinct texts"
+        )
+        if "seen_in_training" in split:
+            by_class = {k: v for k, v in split["seen_in_training_by_class"].items() if v}
+            line += f", {split['seen_in_training']:,} seen in training" + (
+                f" ({', '.join(f'{v:,} {k}' for k, v in by_class.items())})" if by_class else ""
+            )
+        lines.append(line)
+    if not report["dedupe"] and report["splits"]["test"]["seen_in_training"]:
+        lines.append(
+            "Rows seen in training flatter validation and test accuracy; "
+            "--dedupe removes repeated texts before splitting."
+        )
+    return "\n".join(lines)
+
+
+def describe_classes(counts: dict[str, int], shares: bool = False, shown: int = 6) -> str:
+    """E.g. ``4,827 ham, 747 spam``, with each class's share if ``shares``; the first
+    ``shown`` classes of many, then how many more."""
+    total = sum(counts.values()) or 1
+    parts = [
+        f"{count:,} {name}" + (f" {count / total:.1%}" if shares else "")
+        for name, count in list(counts.items())[:shown]
+    ]
+    if len(counts) > shown:
+        parts.append(f"{len(counts) - shown} more classes")
+    return ", ".join(parts)

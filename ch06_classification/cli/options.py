@@ -1,0 +1,525 @@
+"""Command-line options that several steps share, defined once.
+
+Each ``add_*`` function declares a group of options on a parser; a step's parser and
+``pipeline``'s call the same function, so an option means the same everywhere, and
+:func:`option_arguments` turns the values back into the step's command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the folder that holds the dataset and its splits."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="folder for the SMS Spam Collection and its splits (default: %(default)s)",
+    )
+
+
+def add_sms_source_option(parser: argparse.ArgumentParser) -> None:
+    """``--sms-source``: a local copy of the dataset instead of the download."""
+    parser.add_argument(
+        "--sms-source",
+        metavar="PATH",
+        help=(
+            "use this local sms_spam_collection.zip, or the SMSSpamCollection file inside "
+            "it, instead of downloading (default: $SMS_SPAM_SOURCE if set)"
+        ),
+    )
+
+
+def add_dataset_option(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``: which known dataset ``download`` fetches and ``split`` splits."""
+    parser.add_argument(
+        "--dataset",
+        choices=["sms", "imdb"],
+        help="sms: the SMS Spam Collection (the chapter's); imdb: the 50,000 labelled IMDB "
+        "movie reviews of the book's bonus (aclImdb_v1.tar.gz, 84 MB), split 35,000 / 5,000 "
+        "/ 10,000 as the bonus does (default: sms)",
+    )
+
+
+def add_imdb_source_option(parser: argparse.ArgumentParser) -> None:
+    """``--imdb-source``: a local copy of the IMDB archive instead of the download."""
+    parser.add_argument(
+        "--imdb-source",
+        metavar="PATH",
+        help="with --dataset imdb: use this local aclImdb_v1.tar.gz instead of downloading "
+        "(default: $IMDB_SOURCE if set)",
+    )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
+    from gpt.config import PRESETS
+
+    parser.add_argument(
+        "--model",
+        choices=list(PRESETS),
+        default="gpt2-small",
+        help="GPT-2 size (default: %(default)s, 124M parameters)",
+    )
+    add_weights_option(parser)
+    add_weights_dir_option(parser)
+
+
+def add_weights_option(
+    parser: argparse.ArgumentParser,
+    help: str = (
+        "start from OpenAI's pretrained weights, or from a random initialisation of the "
+        "same shape, which needs no download (default: %(default)s)"
+    ),
+) -> None:
+    """``--weights``: pretrained or random (``help`` says what it means to the step)."""
+    parser.add_argument(
+        "--weights", choices=["pretrained", "random"], default="pretrained", help=help
+    )
+
+
+def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir``: local OpenAI weights instead of the download."""
+    from gpt.weights import WEIGHTS_DIR_ENV
+
+    parser.add_argument(
+        "--weights-dir",
+        metavar="PATH",
+        help=(
+            "a folder (or file) holding the model's model.safetensors, instead of downloading "
+            f"it from the Hugging Face Hub (default: ${WEIGHTS_DIR_ENV} if set)"
+        ),
+    )
+
+
+def add_precision_option(
+    parser: argparse.ArgumentParser,
+    help: str = "bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
+    *,
+    auto: bool = False,
+) -> None:
+    """``--precision``: fp32, or bf16 autocast (``help`` says what it applies to).
+
+    ``auto=True`` for the commands that classify with a trained model (``classify``,
+    ``evaluate``): bf16 casts the model's weights, and ``auto``, their default, picks
+    bf16 where it is faster and gives the same labels (``ch06_classification/speed/precision.py``).
+    """
+    if not auto:
+        parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=help)
+        return
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        default="auto",
+        help=(
+            "compute in float32 or bfloat16 (the weights cast once); auto: bfloat16 where "
+            "the CPU or GPU has native bfloat16 matrix units, there is enough to classify, "
+            "and it gives float32's labels on the run's validation split (checked once per "
+            "run, remembered in its folder), else float32 (default: %(default)s)"
+        ),
+    )
+
+
+def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
+    """``--weights-dir`` for commands that load a trained model: where its base weights are."""
+    from gpt.weights import WEIGHTS_DIR_ENV
+
+    parser.add_argument(
+        "--weights-dir",
+        metavar="PATH",
+        help=(
+            "a folder (or file) holding the GPT-2 weights the model was fine-tuned from; a "
+            "run stores only what training changed, and finds the rest where training found "
+            f"it (default: ${WEIGHTS_DIR_ENV} if set, else that file, else the Hugging Face "
+            "cache); its SHA-256 must match the one recorded"
+        ),
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        help="auto (CUDA, then Apple MPS, then CPU), or e.g. cpu, cuda:1 (default: %(default)s)",
+    )
+
+
+def add_run_dir_option(parser: argparse.ArgumentParser, *, reading: bool = True) -> None:
+    """``--run-dir`` (alias ``--checkpoint``): the run folder a step reads, or ``train`` writes.
+
+    The same option in every step: a folder under ``runs/`` holding ``model.safetensors``
+    (its path may be given instead of the folder's).
+    """
+    if reading:
+        help_text = (
+            "the training run to use: its folder, or its model.safetensors "
+            "(default: the latest finished run in runs/)"
+        )
+    else:
+        help_text = "the run folder to create (default: a new runs/<timestamp>/ folder)"
+    flags = ["--run-dir", "--checkpoint"] if reading else ["--run-dir"]
+    parser.add_argument(*flags, dest="run_dir", type=Path, metavar="DIR", help=help_text)
+
+
+def add_seed_option(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the random seed of the split and of training, the book's 123 for both."""
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=123,
+        help="random seed: which ham messages are kept and how rows are shuffled (split), "
+        "the new head and the batch order (train) (default: %(default)s, the book's)",
+    )
+
+
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    """What ``split`` splits (the SMS collection, or a CSV/TSV file of labelled texts) and
+    how: balancing, fractions, stratification, ``--dedupe`` (besides ``--seed``)."""
+    own = parser.add_argument_group(
+        "your own data",
+        "split a file of labelled texts instead of the SMS Spam Collection: any number of "
+        "classes, named by the label column (class ids in sorted order)",
+    )
+    source = own.add_mutually_exclusive_group()
+    source.add_argument(
+        "--csv",
+        type=Path,
+        metavar="PATH",
+        help="a UTF-8 CSV file with a header line, one labelled text per row",
+    )
+    source.add_argument(
+        "--tsv",
+        type=Path,
+        metavar="PATH",
+        help="the same as a tab-separated file without quoting (a '\"' is an ordinary character)",
+    )
+    own.add_argument(
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="the column that holds the texts (default: %(default)s)",
+    )
+    own.add_argument(
+        "--label-column",
+        default="label",
+        metavar="NAME",
+        help="the column that holds the labels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=split_fractions,
+        metavar="TRAIN,VAL,TEST",
+        help="the shares of the training, validation and test splits, summing to 1 "
+        "(default: 0.7,0.1,0.2, the book's)",
+    )
+    parser.add_argument(
+        "--balance",
+        choices=["none", "undersample"],
+        help="undersample: cut every class to the size of the smallest, the book's balancing "
+        "generalised, and write test_realistic.csv with the collection's class shares; none: "
+        "keep every row (default: undersample for the SMS collection, none for IMDB and your "
+        "own data)",
+    )
+    parser.add_argument(
+        "--split-method",
+        choices=["stratified", "random"],
+        help="stratified: cut each class at the fractions, so every split keeps the class "
+        "shares; random: shuffle everything once and cut, the book's way (default: random "
+        "for SMS and IMDB, as the book and its bonus cut them; stratified for your own data)",
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help=(
+            "drop repeated messages (keeping the first) before balancing, so that no text "
+            "is in two splits (default: off, as in the book)"
+        ),
+    )
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """What ``train`` fine-tunes and how: the knobs of ``TrainingSettings`` besides the
+    model, data, seed and device options, which more steps share."""
+    from ch06_classification.classifier import TOKEN_POSITIONS, TRAINABLE_LAYERS
+    from ch06_classification.finetuning.settings import TrainingSettings
+
+    defaults = TrainingSettings()
+    parser.add_argument(
+        "--trainable-layers",
+        choices=TRAINABLE_LAYERS,
+        default=defaults.trainable_layers,
+        help=(
+            "what is fine-tuned; everything else stays frozen: the new head only "
+            "(last_layer), the last block(s) with the final norm and head, every layer (all), "
+            "or LoRA adapters beside every linear layer (lora) (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=positive_int,
+        default=defaults.lora_rank,
+        help="rank of the LoRA adapters, with --trainable-layers lora (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lora-alpha",
+        type=float,
+        default=defaults.lora_alpha,
+        help=(
+            "LoRA's update is scaled by alpha / rank, as in the book's appendix E (the "
+            "book's chapter-6 bonus script scales by alpha alone: its alpha 16 at rank 16 "
+            "is alpha 256 here) (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--token-position",
+        choices=TOKEN_POSITIONS,
+        default=defaults.token_position,
+        help=(
+            "which token's output is classified: the last real token (flexible), the last "
+            "position of the padded row (last, the book's), or the first (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--average-embeddings",
+        action="store_true",
+        help=(
+            "classify the average of the outputs over every position instead of one token; "
+            "as in the book's bonus experiment, padding is included: every message is "
+            "padded to the same length, so each is averaged over the same positions "
+            "whatever else is in its batch (--token-position is then ignored)"
+        ),
+    )
+    parser.add_argument(
+        "--disable-causal-mask",
+        action="store_true",
+        help=(
+            "let every token attend to every other one, later ones and padding included "
+            "(messages are then padded to the same length)"
+        ),
+    )
+    parser.add_argument(
+        "--no-padding",
+        action="store_true",
+        help="each message at its own length, one message per batch (batch size 1)",
+    )
+    parser.add_argument(
+        "--context-length",
+        type=context_length,
+        default=defaults.context_length,
+        metavar="{longest,model,N}",
+        help=(
+            "cut messages to the longest training message, the model's full context "
+            "(1,024 tokens), or N tokens (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=defaults.epochs,
+        help="passes over the training split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="training messages per batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--accumulation-steps",
+        type=positive_int,
+        default=defaults.accumulation_steps,
+        metavar="N",
+        help=(
+            "sum the gradients of N batches (each loss scaled by 1/N) before the optimizer "
+            "steps, and after the last batch of an epoch (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--lr",
+        type=positive_float,
+        default=defaults.lr,
+        help="AdamW learning rate, above 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=defaults.weight_decay,
+        help="AdamW weight decay, 0 or more (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drop-rate",
+        type=dropout_rate,
+        default=defaults.drop_rate,
+        help="dropout probability in the model, from 0 to below 1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-freq",
+        type=positive_int,
+        default=defaults.eval_freq,
+        help="evaluate the loss every N steps (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-iter",
+        type=positive_int,
+        default=defaults.eval_iter,
+        help="batches per periodic evaluation and per-epoch accuracy (default: %(default)s)",
+    )
+    add_precision_option(parser)
+    parser.add_argument(
+        "--fast-path",
+        choices=["auto", "on", "off"],
+        default=defaults.fast_path,
+        help=(
+            "cache the frozen blocks and compute only the classified token (on), train the "
+            "book's way, every message padded to the same length and every block run on "
+            "every step (off), or use the fast path where it is exact (auto, the default)"
+        ),
+    )
+
+
+def option_arguments(
+    add_options: Callable[[argparse.ArgumentParser], None], args: argparse.Namespace
+) -> list[str]:
+    """The command-line arguments that give a step the values ``args`` holds for the
+    options that ``add_options`` declares; options left at their default are left out."""
+    declared = argparse.ArgumentParser(add_help=False)
+    add_options(declared)
+    arguments: list[str] = []
+    for action in declared._actions:  # argparse keeps its declared options here
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(value, bool):  # a switch such as --dedupe
+            arguments.append(flag)
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def context_length(value: str) -> str | int:
+    """An argparse type: ``longest``, ``model`` or a number of tokens (at least 1)."""
+    if value in ("longest", "model"):
+        return value
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"use 'longest', 'model' or a number of tokens of at least 1, not {value!r}"
+        ) from None
+
+
+def add_threshold_option(parser: argparse.ArgumentParser) -> None:
+    """``--threshold``: the spam probability from which a message is called spam (two
+    classes only: with more, each message gets its most probable class)."""
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        help="spam (class 1) when its probability is at least this (default: 0.5); for "
+        "two-class models only: with more classes, each text gets its most probable class",
+    )
+
+
+def add_classifying_options(parser: argparse.ArgumentParser) -> None:
+    """``--threshold`` and ``--batch-size``: how a trained model classifies messages."""
+    add_threshold_option(parser)
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="messages classified per batch (default: %(default)s)",
+    )
+
+
+def split_fractions(value: str) -> str:
+    """An argparse type: three positive shares that sum to 1, e.g. ``0.8,0.1,0.1`` (kept
+    as written, so that ``pipeline`` passes it on as given; see ``parse_fractions``)."""
+    parse_fractions(value)
+    return value
+
+
+def parse_fractions(value: str) -> tuple[float, float, float]:
+    """``TRAIN,VAL,TEST`` as three floats; ``argparse.ArgumentTypeError`` unless they are
+    three numbers above 0 that sum to 1."""
+    parts = [_float(part) for part in value.split(",")]
+    if len(parts) != 3 or not all(part > 0 for part in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers above 0 that sum to 1, e.g. 0.7,0.1,0.2, not {value!r}"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
+    return number
+
+
+def probability(value: str) -> float:
+    """An argparse type: a number between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """An argparse type: a number greater than 0."""
+    number = _float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a number greater than 0, not {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type: a number of at least 0."""
+    number = _float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {value!r}")
+    return number
+
+
+def dropout_rate(value: str) -> float:
+    """An argparse type: a probability of dropping, from 0 up to but not including 1."""
+    number = _float(value)
+    if not 0.0 <= number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, not {value!r}")
+    return number
+
+
+def device_name(value: str) -> str:
+    """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
+    if value == "auto":
+        return value  # decided when the command runs; --help need not load PyTorch
+    from ch06_classification.speed.devices import pick_device
+    from gpt.errors import UserFacingError
+
+    try:
+        pick_device(value)
+    except UserFacingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _float(value: str) -> float:
+    """``value`` as a finite number, or NaN (which every range check refuses)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return float("nan")
+    return number if math.isfinite(number) else float("nan")

@@ -1,0 +1,514 @@
+"""A fine-tuned classifier on disk: what training changed, and how to rebuild the rest.
+
+A checkpoint is a folder (a run folder, or one written by ``SpamClassifier.save_pretrained``)
+holding ``model.safetensors`` and ``config.json``. The safetensors file holds the tensors and,
+in its metadata, a JSON description (model configuration, preset, labels, max length,
+classified token, tokenizer, base weights), so evaluating or classifying needs no training
+flag repeated; ``config.json`` is the same description for people and tools, with Hugging
+Face's ``id2label`` / ``label2id``. safetensors stores plain tensors: loading one cannot run
+code, unlike a pickled ``torch.save`` file.
+
+**Lean by default.** Fine-tuning gpt2-small's last block changes 7.1 M of 124 M parameters,
+so a checkpoint stores those (``stored="trained"``, 28 MB) and a record of the base weights
+(``base_weights.py``); loading rebuilds the base and checks it is the same one.
+``stored="full"`` keeps every tensor, for a machine without the base weights.
+
+**Validated where it is read.** A checkpoint's description is checked before any expensive
+work: every value's type and range, its model configuration against the named preset (an
+edited ``n_heads`` gives tensors of the same shapes but other answers), and the tensors'
+names, shapes and dtypes against the model it describes. Any problem is one line naming
+the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ch06_classification.classifier import (
+    TOKEN_POSITIONS,
+    TRAINABLE_LAYERS,
+    add_classification_head,
+    random_gpt,
+    trained_parameter_names,
+)
+from ch06_classification.storage.base_weights import (
+    BASE_KINDS,
+    RANDOM_INITS,
+    BaseWeights,
+    check_pretrained_file,
+    check_random_tensors,
+    frozen_tensors,
+    keep_random_base,
+    kept_random_base,
+    locate_pretrained,
+)
+from ch06_classification.storage.datafiles import CLASS_NAMES, MAX_CLASSES, atomic_output, id2label
+from gpt.config import PRESETS, GPTConfig, get_config
+from gpt.errors import UserFacingError
+from gpt.lora import replace_linear_with_lora
+from gpt.model import GPTModel, gpt_skeleton, skip_init, uninitialized_gpt
+from gpt.tokenizer import END_OF_TEXT_ID
+
+CHECKPOINT_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_METADATA_KEY = "gpt_spam"
+FORMAT_VERSION = 2
+STORED = ("trained", "full")  # what the tensors of a checkpoint are
+TENSOR_DTYPE = torch.float32  # what training produces; anything else was not written by us
+_CONFIG_INTS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+_SHAPE_FIELDS = (*_CONFIG_INTS, "qkv_bias")  # what a preset fixes
+
+
+class CheckpointError(UserFacingError):
+    """A checkpoint that is missing, damaged, edited, or not for this model."""
+
+
+@dataclass(frozen=True)
+class ClassifierInfo:
+    """What a checkpoint says about the classifier it holds."""
+
+    config: GPTConfig
+    max_length: int  # messages are cut to this many tokens
+    token_position: str = "flexible"
+    labels: tuple[str, ...] = CLASS_NAMES  # class names in class-id order (id2label)
+    model_preset: str = "gpt2-small"
+    weights: str = "pretrained"  # what fine-tuning started from
+    trainable_layers: str = "last_block"
+    tokenizer: str = "gpt2"
+    pad_token_id: int = END_OF_TEXT_ID
+    average_embeddings: bool = False  # the outputs averaged over the row, not one token read
+    lora: dict[str, float] | None = None  # {"rank", "alpha"} of LoRA adapters, if trained so
+    # How ``config``'s shape differs from the preset's (e.g. the tiny models of tests and
+    # CI); None: worked out from ``config``. Reading checks the two still agree.
+    config_overrides: dict[str, Any] | None = None
+    # "trained": only the trained tensors, the rest rebuilt from ``base``; "full": all.
+    stored: str = "full"
+    base: BaseWeights | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the training settings
+
+    def __post_init__(self) -> None:
+        if self.config_overrides is None:
+            preset = PRESETS.get(self.model_preset, self.config)
+            overrides = {
+                key: getattr(self.config, key)
+                for key in _SHAPE_FIELDS
+                if getattr(self.config, key) != getattr(preset, key)
+            }
+            object.__setattr__(self, "config_overrides", overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["config"] = self.config.to_dict()
+        values["labels"] = list(self.labels)
+        values["base"] = self.base.to_dict() if self.base else None
+        values["format_version"] = FORMAT_VERSION
+        return values
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClassifierInfo:
+        """Parse and validate a description; ``ValueError`` says what is wrong."""
+        return parse_description(json.loads(text))
+
+    def hf_config(self) -> dict[str, Any]:
+        """``config.json``: the description, plus the keys Hugging Face users look for."""
+        return {
+            "id2label": id2label(self.labels),
+            "label2id": {label: i for i, label in enumerate(self.labels)},
+            "preset": self.model_preset,
+            "token_position": self.token_position,
+            "max_length": self.max_length,
+            _METADATA_KEY: self.to_dict(),
+        }
+
+
+# --- Validating a description -----------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ValueError(problem)
+
+
+def _one_of(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = values[key]
+    _require(value in choices, f"{key} is {value!r}, not one of {', '.join(choices)}")
+    return value
+
+
+def _parse_config(values: Any) -> GPTConfig:
+    _require(isinstance(values, dict), "config is not an object")
+    names = {f.name for f in dataclasses.fields(GPTConfig)}
+    _require(set(values) == names, f"config has entries {sorted(values)}, expected {sorted(names)}")
+    for key in _CONFIG_INTS:
+        _require(_is_int(values[key]) and values[key] >= 1, f"config {key} is {values[key]!r}")
+    drop_rate = values["drop_rate"]
+    _require(
+        isinstance(drop_rate, (int, float)) and not isinstance(drop_rate, bool),
+        f"config drop_rate is {drop_rate!r}",
+    )
+    _require(0.0 <= drop_rate < 1.0, f"config drop_rate {drop_rate} is outside [0, 1)")
+    _require(isinstance(values["qkv_bias"], bool), f"config qkv_bias is {values['qkv_bias']!r}")
+    return GPTConfig.from_dict(values)  # checks emb_dim % n_heads and the implementation
+
+
+def _parse_base(values: Any, info: dict[str, Any]) -> BaseWeights | None:
+    if values is None:
+        return None
+    _require(isinstance(values, dict), "base is not an object")
+    names = {f.name for f in dataclasses.fields(BaseWeights)}
+    _require(set(values) <= names, f"base has unknown entries {sorted(set(values) - names)}")
+    _require({"kind", "preset", "sha256"} <= set(values), "base lacks kind, preset or sha256")
+    kind = _one_of(values, "kind", BASE_KINDS)
+    _require(kind == info["weights"], f"base is {kind!r} but weights is {info['weights']!r}")
+    _require(values["preset"] == info["model_preset"], "base preset differs from model_preset")
+    sha256 = values["sha256"]
+    _require(
+        isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256) is not None,
+        f"base sha256 {sha256!r} is not a SHA-256",
+    )
+    if kind == "random":
+        _require(_is_int(values.get("seed")), f"base seed is {values.get('seed')!r}")
+        _require(
+            values.get("init") in RANDOM_INITS,
+            f"base init is {values.get('init')!r}, not one of {', '.join(RANDOM_INITS)}",
+        )
+    else:
+        _require(isinstance(values.get("file", ""), str), f"base file is {values.get('file')!r}")
+    return BaseWeights(**values)
+
+
+def parse_description(values: Any) -> ClassifierInfo:
+    """A checkpoint's description, every value checked; ``ValueError`` names the problem."""
+    _require(isinstance(values, dict), "the description is not a JSON object")
+    version = values.get("format_version")
+    _require(
+        version == FORMAT_VERSION,
+        f"format version {version}, expected {FORMAT_VERSION} (written by another gpt-spam? "
+        "retrain with this one)",
+    )
+    names = {f.name for f in dataclasses.fields(ClassifierInfo)}
+    keys = set(values) - {"format_version"}
+    _require(not names - keys, f"the description lacks {sorted(names - keys)}")
+    _require(not keys - names, f"the description has unknown entries {sorted(keys - names)}")
+
+    config = _parse_config(values["config"])
+    max_length = values["max_length"]
+    # (It may exceed the context: messages are cut to both.)
+    _require(_is_int(max_length) and max_length >= 1, f"max_length {max_length!r} is not >= 1")
+    _one_of(values, "token_position", TOKEN_POSITIONS)
+    labels = values["labels"]
+    _require(
+        isinstance(labels, list)
+        and 2 <= len(labels) <= MAX_CLASSES
+        and all(isinstance(label, str) and label for label in labels)
+        and len(set(labels)) == len(labels),
+        f"labels {labels!r} are not 2 to {MAX_CLASSES} different names",
+    )
+    preset = _one_of(values, "model_preset", tuple(PRESETS))
+    _one_of(values, "weights", BASE_KINDS)
+    _one_of(values, "trainable_layers", TRAINABLE_LAYERS)
+    _require(values["tokenizer"] == "gpt2", f"tokenizer {values['tokenizer']!r} is not gpt2")
+    pad = values["pad_token_id"]
+    _require(
+        _is_int(pad) and 0 <= pad < config.vocab_size, f"pad_token_id {pad!r} is not a token id"
+    )
+    _require(isinstance(values["extra"], dict), "extra is not an object")
+
+    overrides = values["config_overrides"]
+    _require(isinstance(overrides, dict), "config_overrides is not an object")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(GPTConfig)}
+    _require(not unknown, f"config_overrides has unknown entries {sorted(unknown)}")
+    try:
+        expected = get_config(preset, **overrides)
+    except (UserFacingError, TypeError) as error:
+        raise ValueError(f"config_overrides do not apply to {preset} ({error})") from None
+    for key in _SHAPE_FIELDS:
+        # The tensors' shapes cannot tell 12 heads of 64 from 16 heads of 48: the preset can.
+        _require(
+            getattr(config, key) == getattr(expected, key),
+            f"config {key} is {getattr(config, key)!r} but {preset}"
+            + (" with its recorded overrides" if overrides else "")
+            + f" has {getattr(expected, key)!r} (edited?)",
+        )
+
+    _require(isinstance(values["average_embeddings"], bool), "average_embeddings is not a bool")
+    lora = values["lora"]
+    _require(
+        lora is None
+        or (
+            isinstance(lora, dict)
+            and set(lora) == {"rank", "alpha"}
+            and _is_int(lora["rank"])
+            and lora["rank"] >= 1
+            and isinstance(lora["alpha"], (int, float))
+        ),
+        f"lora {lora!r} is not null or a rank (>= 1) and an alpha",
+    )
+    _require(
+        (lora is not None) == (values["trainable_layers"] == "lora"),
+        "lora is recorded exactly when trainable_layers is 'lora'",
+    )
+    stored = _one_of(values, "stored", STORED)
+    base = _parse_base(values["base"], values)
+    _require(stored == "full" or base is not None, "stored is 'trained' but no base is recorded")
+    return ClassifierInfo(
+        config=config,
+        max_length=max_length,
+        token_position=values["token_position"],
+        labels=tuple(labels),
+        model_preset=preset,
+        weights=values["weights"],
+        trainable_layers=values["trainable_layers"],
+        tokenizer="gpt2",
+        pad_token_id=pad,
+        average_embeddings=values["average_embeddings"],
+        lora=lora,
+        config_overrides=overrides,
+        stored=stored,
+        base=base,
+        extra=values["extra"],
+    )
+
+
+# --- Writing ----------------------------------------------------------------------------
+
+
+def stored_tensor_names(model: GPTModel, info: ClassifierInfo) -> set[str]:
+    """What a checkpoint described by ``info`` holds: every tensor, or the trained ones."""
+    if info.stored == "full":
+        return set(model.state_dict())
+    return trained_parameter_names(model, info.trainable_layers)
+
+
+def save_classifier(model: GPTModel, info: ClassifierInfo, path: str | Path) -> Path:
+    """Write ``model`` (all of it, or what training changed: see ``info.stored``) and
+    ``info`` to ``path`` atomically (never a truncated file there)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = stored_tensor_names(model, info)
+    tensors = {
+        name: tensor.detach().to("cpu", TENSOR_DTYPE).contiguous()
+        for name, tensor in model.state_dict().items()
+        if name in names
+    }
+    with atomic_output(path) as temporary:
+        save_file(tensors, str(temporary), metadata={_METADATA_KEY: info.to_json()})
+    return path
+
+
+def save_checkpoint_folder(model: GPTModel, info: ClassifierInfo, folder: str | Path) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``; returns the folder."""
+    from ch06_classification.storage.safe_files import write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # config.json goes first and comes back last: a stale one never sits beside a new model.
+    (folder / CONFIG_NAME).unlink(missing_ok=True)
+    save_classifier(model, info, folder / CHECKPOINT_NAME)
+    write_json(folder / CONFIG_NAME, info.hf_config())
+    return folder
+
+
+# --- Reading ----------------------------------------------------------------------------
+
+
+def read_classifier_info(path: str | Path) -> ClassifierInfo:
+    """The validated description stored in a checkpoint, without loading its tensors.
+
+    A ``config.json`` beside the file must agree with it.
+    """
+    path = _existing(path)
+    try:
+        with safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?)"
+        ) from error
+    if _METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path} is not a gpt-spam classifier checkpoint")
+    try:
+        info = ClassifierInfo.from_json(metadata[_METADATA_KEY])
+    except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path} has an invalid description: {error}") from None
+    _check_config_json(path, info)
+    return info
+
+
+def _check_config_json(path: Path, info: ClassifierInfo) -> None:
+    config_path = path.parent / CONFIG_NAME
+    if not config_path.is_file():
+        return  # the safetensors file describes itself; config.json is a readable copy
+    try:
+        found = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise CheckpointError(f"{config_path} is not readable JSON ({error})") from None
+    if not isinstance(found, dict) or _METADATA_KEY not in found:
+        return  # not ours (e.g. a Hugging Face export's), nothing to compare
+    for key, value in info.hf_config().items():
+        if found.get(key) != json.loads(json.dumps(value)):
+            raise CheckpointError(
+                f"{config_path} disagrees with {path.name} on {key!r} (edited?); "
+                f"delete {config_path.name} to trust {path.name}, or restore it"
+            )
+
+
+def check_tensors(
+    path: Path, shapes: dict[str, tuple[tuple[int, ...], str]], expected: dict[str, torch.Size]
+) -> None:
+    """Refuse tensors that do not fit the model: names, shapes and dtypes, the first that
+    does not named. ``shapes`` maps each name in the file to its (shape, dtype)."""
+    for name in sorted(expected.keys() - shapes.keys()):
+        raise CheckpointError(f"{path} does not match the model: it lacks {name!r}")
+    for name in sorted(shapes.keys() - expected.keys()):
+        raise CheckpointError(f"{path} does not match the model: unexpected tensor {name!r}")
+    for name, (shape, dtype) in sorted(shapes.items()):
+        if shape != tuple(expected[name]):
+            raise CheckpointError(
+                f"{path} does not match the model: {name!r} has shape {shape}, "
+                f"the model needs {tuple(expected[name])}"
+            )
+        if dtype != "F32":
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has dtype {dtype}, but gpt-spam writes float32 (F32)"
+            )
+
+
+def check_matches(model: GPTModel, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse ``tensors`` that do not fit ``model`` (see ``check_tensors``)."""
+    shapes = {
+        name: (tuple(t.shape), "F32" if t.dtype == TENSOR_DTYPE else str(t.dtype))
+        for name, t in tensors.items()
+    }
+    check_tensors(path, shapes, {k: v.shape for k, v in model.state_dict().items()})
+
+
+def load_classifier(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    weights_dir: str | Path | None = None,
+) -> tuple[GPTModel, ClassifierInfo]:
+    """The model stored at ``path``, in evaluation mode, and its description.
+
+    For a lean checkpoint, the base weights are found as training found them (``weights_dir``
+    or ``GPT2_WEIGHTS_DIR`` first) and must be the very ones it recorded.
+
+    Nothing is copied that need not be: the model is built as a skeleton (shapes only, so
+    GPT-2's 50,257-way head, replaced by the class head, is never allocated), and its
+    tensors are those of the files, mapped into memory (safetensors), with the base's
+    digest remembered between commands (``local_cache.py``). Only LoRA runs rebuild their
+    base in memory, to add the adapters into it.
+    """
+    path = _existing(path)
+    info = read_classifier_info(path)
+    # The model's shapes only: enough to check every tensor of the file before anything
+    # expensive happens, and, filled with the file's tensors, the model itself.
+    skeleton = classifier_skeleton(info)
+    stored = stored_tensor_names(skeleton, info)
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if k in stored}
+    try:
+        with safe_open(path, framework="pt") as file:
+            header = {
+                name: (tuple(file.get_slice(name).get_shape()), file.get_slice(name).get_dtype())
+                for name in file.keys()  # noqa: SIM118 (not a dict)
+            }
+            check_tensors(path, header, expected)
+            weights_file = None
+            if info.stored == "trained" and info.base.kind == "pretrained":
+                weights_file = locate_pretrained(info.base, weights_dir)
+                check_pretrained_file(info.base, weights_file, path)
+            tensors = {name: file.get_tensor(name) for name in header}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupt ({error})") from error
+
+    if info.stored == "full":
+        model = skeleton
+    elif info.lora:
+        model = _rebuild_base(info, weights_file)
+        if info.base.kind == "random":
+            check_random_tensors(info.base, model, stored, path)
+    else:
+        model = skeleton
+        tensors = {**_base_tensors(info, skeleton, stored, weights_file, path), **tensors}
+    # A LoRA run's base, rebuilt in memory, already holds every tensor the file lacks.
+    model.load_state_dict(tensors, strict=not info.lora or info.stored == "full", assign=True)
+    return model.to(device).eval(), info
+
+
+def classifier_skeleton(info: ClassifierInfo) -> GPTModel:
+    """The classifier ``info`` describes, shapes only ("meta": nothing allocated or drawn)."""
+    with torch.device("meta"), skip_init():
+        model = add_classification_head(gpt_skeleton(info.config), num_classes=len(info.labels))
+        return add_adapters(model, info)
+
+
+def _base_tensors(
+    info: ClassifierInfo,
+    skeleton: GPTModel,
+    stored: set[str],
+    weights_file: Path | None,
+    checkpoint: Path,
+) -> dict[str, torch.Tensor]:
+    """The base's tensors for a lean checkpoint without adapters, by ``skeleton``'s names:
+    views into OpenAI's file, or the random base (kept from an earlier load, else drawn
+    from its seed, checked, and kept)."""
+    from gpt.weights import map_weights_file
+
+    if weights_file is not None:
+        return map_weights_file(skeleton, weights_file)
+    kept = kept_random_base(info.base, info.config.to_dict())
+    if kept is not None:
+        return kept
+    model = _rebuild_base(info, None)
+    check_random_tensors(info.base, model, stored, checkpoint)
+    frozen = dict(frozen_tensors(model, stored))
+    keep_random_base(info.base, info.config.to_dict(), frozen)
+    return frozen
+
+
+def _rebuild_base(info: ClassifierInfo, weights_file: Path | None) -> GPTModel:
+    """The model fine-tuning started from, with a fresh head (replaced by the stored one)."""
+    from gpt.weights import load_weights_into_gpt
+
+    if weights_file is not None:
+        model = uninitialized_gpt(info.config)
+        load_weights_into_gpt(model, weights_file)
+    else:
+        model = random_gpt(info.config, info.base.seed, info.base.init)
+    return add_adapters(add_classification_head(model, num_classes=len(info.labels)), info)
+
+
+def add_adapters(model: GPTModel, info: ClassifierInfo) -> GPTModel:
+    """Wrap the linear layers with LoRA adapters if ``info`` says the model was trained so
+    (their values come from the checkpoint)."""
+    if info.lora:
+        replace_linear_with_lora(model, int(info.lora["rank"]), info.lora["alpha"])
+    return model
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}: train one first with `gpt-spam train` "
+            "(or scripts/03_train.py)"
+        )
+    return path
