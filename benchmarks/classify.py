@@ -74,7 +74,7 @@ def cold_start(run_dir: Path, repeats: int, scratch: Path) -> list[float]:
 
 def batched(run_dir: Path, texts: list[str], device: str) -> dict[str, Any]:
     """Seconds to classify ``texts`` in batches of 32 in each precision, and the floors."""
-    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
 
     classifier = SpamClassifier.from_pretrained(run_dir, device, batch_size=32)
     encoded = [classifier.encode(text) for text in texts]
@@ -131,8 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, data_dir: str) -> dict[str, Any]:
-    from ch06_classification.download import read_sms_spam
-    from ch06_classification.splits import read_split
+    from ch06_classification.sources.sms import read_sms_spam
+    from ch06_classification.sources.split_files import read_split
     from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SPLIT_FILES
 
     say("== Classification: one message from a cold start; batches in float32 and bfloat16")

@@ -190,7 +190,7 @@ def stand_in_weights(preset: str, folder: Path, **config_overrides: Any) -> Path
     """
     from safetensors.torch import save_file
 
-    from ch06_classification.classifier import random_gpt
+    from ch06_classification.finetuning.model import random_gpt
     from ch06_classification.finetuning.settings import TrainingSettings
     from ch06_classification.storage.base_weights import describe_pretrained
     from gpt.config import get_config

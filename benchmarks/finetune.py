@@ -88,7 +88,7 @@ def adamw_bytes(trained_parameters: int, steps: int) -> int:
 def trained_parameters(model: str) -> int:
     """Parameters the default recipe trains (last block, final norm, 2-way head), counted
     on a model built without storage."""
-    from ch06_classification.classifier import build_classifier
+    from ch06_classification.finetuning.model import build_classifier
     from gpt.model import count_parameters, skip_init
 
     with torch.device("meta"), skip_init():
@@ -98,8 +98,8 @@ def trained_parameters(model: str) -> int:
 
 def recipe_work(data_dir: str, model: str = "gpt2-small") -> dict[str, Any]:
     """The default recipe's FLOPs by phase and its optimizer steps, for ``model``."""
-    from ch06_classification.dataset import create_data_loaders
     from ch06_classification.finetuning.finetune import TrainingSettings
+    from ch06_classification.finetuning.loaders import create_data_loaders
     from ch06_classification.speed.fast_path import classified_sequences
     from gpt.config import get_config
     from gpt.tokenizer import get_tokenizer

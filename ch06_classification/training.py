@@ -1,40 +1,42 @@
-"""Loss, accuracy and the training loop of sections 6.6 and 6.7, in the book's shape.
+"""Loss, accuracy and the training loop of sections 6.6 and 6.7, as the book writes them.
 
-Each function takes the book's arguments and computes what the book computes: ``model``
-is the book's ``GPTModel`` with its new 2-way head, the loaders yield the book's
+Each function takes the book's arguments and computes what the book computes: ``model`` is
+the book's ``GPTModel`` with its new 2-way head, the loaders yield the book's
 ``(input_batch, target_batch)``, and the logits read are those of the last position.
 
-The project's improvements are keywords away. ``token_position="flexible"`` reads each
-message's last real token instead of a padding token. Loaders may also yield each
-message's real length (``(inputs, labels, lengths)``, as ``create_data_loaders`` does).
-And ``model`` may be a classifier module that maps ``(inputs, lengths)`` to class logits
-itself: ``GPTClassifier`` (token ids in), or the fast path's ``PrefixCachedClassifier``
-(cached hidden states in). One loop trains all of them, on exactly the same batches.
+Two improvements are keywords away, defaulting to the book:
+
+- ``token_position="flexible"`` reads each message's last *real* token instead of the last
+  position, which is a padding token whenever the message is shorter than the row;
+- loaders may also yield each message's real length, ``(input_batch, target_batch,
+  lengths)`` (``SpamDataset(..., with_lengths=True)``), so the last real token is known
+  whatever pads the row.
+
+``model`` may also be a classifier module that picks its own token, mapping
+``(input_batch, lengths)`` to class logits: the fast path's model is one
+(``ch06_classification/speed/fast_path.py``), and trains here unchanged. The pipeline's
+loop, with precision, gradient accumulation and several processes, wraps these functions
+from outside: ``ch06_classification/finetuning/loop.py``.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ch06_classification.classifier import classified_positions
-from ch06_classification.speed.devices import autocast
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
 
-if TYPE_CHECKING:
-    from ch06_classification.speed.distributed import World
 
-
-def unpack_batch(batch: Sequence[torch.Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(inputs, targets, lengths)`` of a batch: the book's ``(input_batch, target_batch)``
-    (lengths None) or the project's ``Batch`` with each message's real length."""
+def unpack_batch(batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(input_batch, target_batch, lengths)``: the book's two tensors (lengths None), or
+    three where the loader yields each message's real length too."""
     if len(batch) == 2:
         return batch[0], batch[1], None
     input_batch, target_batch, lengths = batch
@@ -50,16 +52,12 @@ def classification_logits(
 ) -> Tensor:
     """Class logits [batch, classes] of one token per message.
 
-    ``model`` is the book's ``GPTModel`` with its new 2-way head, which returns logits for
-    every position: the book reads the last (``token_position="last"``, the default).
-    ``"flexible"`` reads each message's last real token, at ``lengths - 1``; without
-    ``lengths``, they are counted as the tokens that are not ``pad_token_id`` (a message's
-    own tokens never are: see ``encode_message``). ``"first"`` reads the first token.
-
-    Any other module (``GPTClassifier``, the fast path's ``PrefixCachedClassifier``) reads
-    its own token: it maps ``(inputs, lengths)`` to [batch, classes] itself.
+    The book reads the last position: ``model(input_batch)[:, -1, :]``. ``"flexible"`` reads
+    each message's last real token, at ``lengths - 1`` (without ``lengths``, counted as the
+    tokens that are not ``pad_token_id``: a message's own tokens never are, see
+    ``encode_message``); ``"first"`` reads the first token.
     """
-    if not isinstance(model, GPTModel):
+    if not isinstance(model, GPTModel):  # a classifier module picks its own token
         return model(input_batch, lengths)
     logits = model(input_batch)  # [batch, tokens, classes]
     if token_position == "last":
@@ -78,10 +76,7 @@ def calc_loss_batch(
     lengths: Tensor | None = None,
     token_position: str = "last",
 ) -> Tensor:
-    """Cross-entropy of the classified token's logits against the labels (the book's).
-
-    ``lengths`` and ``token_position`` as in :func:`classification_logits`.
-    """
+    """Cross-entropy of the classified token's logits against the labels (listing 6.8)."""
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
     if lengths is not None:
         lengths = lengths.to(device)
@@ -89,7 +84,8 @@ def calc_loss_batch(
     return F.cross_entropy(logits.float(), target_batch)
 
 
-def _first_batches(data_loader: Iterable[Any], num_batches: int | None) -> Iterable[Any]:
+def first_batches(data_loader: Iterable[Any], num_batches: int | None) -> Iterator[Any]:
+    """The first ``num_batches`` batches (all if None) as ``(inputs, targets, lengths)``."""
     for index, batch in enumerate(data_loader):
         if num_batches is not None and index >= num_batches:
             break
@@ -103,19 +99,16 @@ def calc_loss_loader(
     num_batches: int | None = None,
     token_position: str = "last",
 ) -> float:
-    """Mean loss over the first ``num_batches`` batches (all of them if None), the book's.
-
-    Batches are the book's ``(input_batch, target_batch)`` or carry lengths too.
-    """
-    total, count = 0.0, 0
+    """Mean loss over the first ``num_batches`` batches (all if None), as the book's."""
+    total_loss, count = 0.0, 0
     with torch.no_grad():
-        for input_batch, target_batch, lengths in _first_batches(data_loader, num_batches):
+        for input_batch, target_batch, lengths in first_batches(data_loader, num_batches):
             loss = calc_loss_batch(
                 input_batch, target_batch, model, device, lengths, token_position
             )
-            total += loss.item()
+            total_loss += loss.item()
             count += 1
-    return total / count if count else float("nan")
+    return total_loss / count if count else float("nan")
 
 
 def calc_accuracy_loader(
@@ -125,19 +118,20 @@ def calc_accuracy_loader(
     num_batches: int | None = None,
     token_position: str = "last",
 ) -> float:
-    """Fraction of examples whose most likely class is the label (all batches if None).
+    """Fraction of messages whose most likely class is the label (listing 6.7).
 
     As in the book, the model is put in evaluation mode (and left there).
     """
     model.eval()
-    correct, seen = 0, 0
+    correct_predictions, num_examples = 0, 0
     with torch.no_grad():
-        for input_batch, target_batch, lengths in _first_batches(data_loader, num_batches):
+        for input_batch, target_batch, lengths in first_batches(data_loader, num_batches):
             lengths = None if lengths is None else lengths.to(device)
             logits = classification_logits(model, input_batch.to(device), lengths, token_position)
-            correct += (logits.argmax(dim=-1) == target_batch.to(device)).sum().item()
-            seen += target_batch.shape[0]
-    return correct / seen if seen else float("nan")
+            predicted_labels = torch.argmax(logits, dim=-1)
+            num_examples += predicted_labels.shape[0]
+            correct_predictions += (predicted_labels == target_batch.to(device)).sum().item()
+    return correct_predictions / num_examples if num_examples else float("nan")
 
 
 def collect_logits(
@@ -145,11 +139,12 @@ def collect_logits(
     model: nn.Module,
     device: torch.device | str,
     token_position: str = "last",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every example's logits and label, in the loader's order: ([n, classes], [n]) on the CPU."""
+) -> tuple[Tensor, Tensor]:
+    """Every message's logits and label, in the loader's order: ([n, classes], [n]) on the
+    CPU. What the metrics of a whole split are computed from."""
     logits, labels = [], []
     with torch.no_grad():
-        for input_batch, target_batch, lengths in _first_batches(data_loader, None):
+        for input_batch, target_batch, lengths in first_batches(data_loader, None):
             lengths = None if lengths is None else lengths.to(device)
             batch_logits = classification_logits(
                 model, input_batch.to(device), lengths, token_position
@@ -166,32 +161,25 @@ def evaluate_model(
     device: torch.device | str,
     eval_iter: int,
     token_position: str = "last",
-    *,
-    loss_loader: Callable[..., float] | None = None,
 ) -> tuple[float, float]:
-    """Training and validation loss on ``eval_iter`` batches each, in evaluation mode.
-
-    ``loss_loader`` replaces ``calc_loss_loader`` (with several processes, the one that
-    counts every process's examples: ``World.calc_loss_loader``)."""
-    loss_of = loss_loader or calc_loss_loader
+    """Training and validation loss on ``eval_iter`` batches each, in evaluation mode."""
     model.eval()
-    train_loss = loss_of(train_loader, model, device, eval_iter, token_position)
-    val_loss = loss_of(val_loader, model, device, eval_iter, token_position)
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, eval_iter, token_position)
+        val_loss = calc_loss_loader(val_loader, model, device, eval_iter, token_position)
     model.train()
     return train_loss, val_loss
 
 
 @dataclass
 class TrainingHistory:
-    """What ``train_classifier_simple`` measured along the way (for plots and history.json).
-
-    It unpacks into the book's five return values:
+    """What training measured along the way. Unpacks into the book's five return values:
     ``train_losses, val_losses, train_accs, val_accs, examples_seen = history``.
     """
 
     train_losses: list[float] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
-    eval_steps: list[int] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # the step of each loss measured
     eval_examples_seen: list[int] = field(default_factory=list)
     train_accs: list[float] = field(default_factory=list)
     val_accs: list[float] = field(default_factory=list)
@@ -223,106 +211,47 @@ def train_classifier_simple(
     eval_freq: int,
     eval_iter: int,
     token_position: str = "last",
-    precision: str = "fp32",
-    log: Callable[[str], None] | None = print,
-    accumulation_steps: int = 1,
-    world: World | None = None,
 ) -> TrainingHistory:
-    """The book's training loop: minimise the loss, evaluate every ``eval_freq`` steps on
-    ``eval_iter`` batches, and measure accuracy on ``eval_iter`` batches after each epoch.
-
-    Returns a :class:`TrainingHistory`, which unpacks into the book's five values.
-    ``token_position`` applies to the book's bare ``GPTModel`` (see
-    :func:`classification_logits`); ``precision="bf16"`` runs the matrix products in bfloat16.
-    With ``accumulation_steps=N`` (the bonus experiments' gradient accumulation), the
-    gradients of N batches are summed, each loss scaled by 1/N, and the optimizer steps
-    every N batches and after the last batch of an epoch: the update of a batch N times
-    larger, in the memory of one. A "step" in the history is still one batch, as in the book.
-    With ``world`` (several processes under torchrun, ``model`` wrapped in DDP and the
-    loaders sharded: see distributed.py), each process trains on its piece of every batch
-    and the evaluations count every process's examples.
+    """The book's training loop (listing 6.10): minimise the loss, evaluate every
+    ``eval_freq`` steps on ``eval_iter`` batches, and measure accuracy on ``eval_iter``
+    batches after each epoch. Returns a :class:`TrainingHistory`, which unpacks into the
+    book's five values.
     """
-    if accumulation_steps < 1:
-        raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
     history = TrainingHistory()
-    say = log or (lambda message: None)
-    loss_of, accuracy_of = calc_loss_loader, calc_accuracy_loader
-    if world is not None:  # the same numbers, over the whole batches of all the processes
-        loss_of, accuracy_of = world.calc_loss_loader, world.calc_accuracy_loader
-    device = torch.device(device)
-    start = time.perf_counter()
+    global_step = -1
     for epoch in range(num_epochs):
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        num_batches = len(train_loader)  # type: ignore[arg-type]
-        for batch_index, batch in enumerate(train_loader):
+        model.train()  # the accuracies at the end of the last epoch left it in eval mode
+        for batch in train_loader:
             input_batch, target_batch, lengths = unpack_batch(batch)
-            with autocast(device, precision):
-                loss = calc_loss_batch(
-                    input_batch, target_batch, model, device, lengths, token_position
-                )
-            examples = target_batch.shape[0]
-            if world is not None:  # this process's piece of the batch, weighed for DDP
-                loss, examples = world.weigh_loss(loss, examples)
-            (loss / accumulation_steps).backward()
-            if (batch_index + 1) % accumulation_steps == 0 or batch_index + 1 == num_batches:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            history.examples_seen += examples
+            optimizer.zero_grad()  # reset the gradients of the previous batch
+            loss = calc_loss_batch(
+                input_batch, target_batch, model, device, lengths, token_position
+            )
+            loss.backward()  # gradients of the loss
+            optimizer.step()  # update the trainable weights
+            history.examples_seen += input_batch.shape[0]
+            global_step += 1
             history.steps += 1
 
-            if (history.steps - 1) % eval_freq == 0:  # the book's global_step % eval_freq == 0
-                with autocast(device, precision):
-                    train_loss, val_loss = evaluate_model(
-                        model,
-                        train_loader,
-                        val_loader,
-                        device,
-                        eval_iter,
-                        token_position,
-                        loss_loader=loss_of,
-                    )
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(
+                    model, train_loader, val_loader, device, eval_iter, token_position
+                )
                 history.train_losses.append(train_loss)
                 history.val_losses.append(val_loss)
-                history.eval_steps.append(history.steps - 1)
+                history.eval_steps.append(global_step)
                 history.eval_examples_seen.append(history.examples_seen)
-                say(
-                    f"Ep {epoch + 1} (Step {history.steps - 1:06d}): "
-                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f} "
-                    f"[{history.examples_seen:,} examples, "
-                    f"{time.perf_counter() - start:.1f} s]"
+                print(
+                    f"Ep {epoch + 1} (Step {global_step:06d}): "
+                    f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
                 )
 
-        with autocast(device, precision):
-            train_accuracy, val_accuracy = (
-                accuracy_of(loader, model, device, eval_iter, token_position)
-                for loader in (train_loader, val_loader)
-            )
+        train_accuracy = calc_accuracy_loader(
+            train_loader, model, device, eval_iter, token_position
+        )
+        val_accuracy = calc_accuracy_loader(val_loader, model, device, eval_iter, token_position)
+        print(f"Training accuracy: {train_accuracy * 100:.2f}% | ", end="")
+        print(f"Validation accuracy: {val_accuracy * 100:.2f}%")
         history.train_accs.append(train_accuracy)
         history.val_accs.append(val_accuracy)
-        say(
-            f"Epoch {epoch + 1}/{num_epochs}: Training accuracy {train_accuracy * 100:.2f}% | "
-            f"Validation accuracy {val_accuracy * 100:.2f}% "
-            f"(first {eval_iter} batches of each, as in the book) "
-            f"[{time.perf_counter() - start:.1f} s]"
-        )
-    history.seconds = time.perf_counter() - start
     return history
-
-
-def make_optimizer(
-    model: nn.Module,
-    lr: float = 5e-5,
-    weight_decay: float = 0.1,
-    device: torch.device | None = None,
-) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters only, fused into one kernel where supported.
-
-    The book passes all parameters; frozen ones have no gradient and are skipped anyway, but
-    leaving them out is clearer. The fused update matters on a CPU: for gpt2-small's 7.09 M
-    trainable parameters it takes ~3 ms a step against ~15 ms for the per-tensor loop.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    device = device or (params[0].device if params else torch.device("cpu"))
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)

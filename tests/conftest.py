@@ -73,8 +73,8 @@ def shared_data() -> Path:
 def real_splits(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the real collection split as `gpt-spam split` splits it (the book's
     seeds): train, validation, test and realistic CSVs."""
-    from ch06_classification.download import download_sms_spam, load_sms_spam
-    from ch06_classification.splits import write_splits
+    from ch06_classification.sources.sms import download_sms_spam, load_sms_spam
+    from ch06_classification.sources.split_files import write_splits
 
     folder = tmp_path_factory.mktemp("real_splits")
     download_sms_spam(folder, source=shared_data / "sms_spam_collection.zip", urls=[])
@@ -129,7 +129,7 @@ def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
 def http_server(monkeypatch: pytest.MonkeyPatch):
     """A ``LocalServer`` on 127.0.0.1 (see ``tests/local_server.py``); short download
     timeouts keep a hang bounded."""
-    from ch06_classification import download
+    from ch06_classification.sources import sms as download
     from tests.local_server import serving
 
     monkeypatch.setattr(download, "HTTP_TIMEOUT", (2, 5))

@@ -8,7 +8,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from ch06_classification.download import EXPECTED_CLASS_COUNTS, SOURCE_ENV_VAR
+from ch06_classification.sources.sms import EXPECTED_CLASS_COUNTS, SOURCE_ENV_VAR
 
 # The real dataset: where $SMS_SPAM_SOURCE says (CI sets it), else ../shared/data.
 SMS_SPAM_ZIP = Path(

@@ -89,7 +89,7 @@ def test_stand_in_weights_load_through_the_pretrained_path_as_the_random_weights
     """The benchmark times runs from a stand-in for OpenAI's file: loading it must give the
     very tensors ``--weights random`` draws, so that the runs reach the same accuracies."""
     from benchmarks.common import stand_in_weights
-    from ch06_classification.classifier import build_classifier
+    from ch06_classification.finetuning.model import build_classifier
 
     tiny = {"emb_dim": 16, "n_layers": 2, "n_heads": 2, "context_length": 16}
     path = stand_in_weights("gpt2-small", tmp_path, **tiny)

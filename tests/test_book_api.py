@@ -21,15 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ch06_classification import download
-from ch06_classification.classifier import GPTClassifier
-from ch06_classification.dataset import SpamDataset, create_data_loader
-from ch06_classification.download import download_and_unzip_spam_data, read_sms_spam
+from ch06_classification import download  # the book's download step
+from ch06_classification.dataset import SpamDataset
+from ch06_classification.download import download_and_unzip_spam_data
+from ch06_classification.finetuning.loaders import create_data_loader
+from ch06_classification.finetuning.model import GPTClassifier
 from ch06_classification.inference import classify_review
 from ch06_classification.plots import plot_values
+from ch06_classification.sources.sms import download_sms_spam, read_sms_spam
 from ch06_classification.speed.fast_path import prepare_fast_path
 from ch06_classification.splits import create_balanced_dataset, random_split
-from ch06_classification.storage.datafiles import DataError
 from ch06_classification.training import (
     calc_accuracy_loader,
     calc_loss_batch,
@@ -43,7 +44,7 @@ from gpt.tokenizer import END_OF_TEXT_ID
 from gpt.weights import WeightsError, download_and_load_gpt2, load_weights_into_gpt
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint
 from tests.local_server import LocalServer
-from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP, zip_archive
+from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP
 
 GPT_CONFIG_124M = {
     "vocab_size": 50257,  # Vocabulary size
@@ -624,38 +625,48 @@ def test_gpt2_init_is_one_keyword_away() -> None:
     assert book.tok_emb.weight.std() > 10 * gpt2.tok_emb.weight.std()
 
 
-def test_download_and_unzip_spam_data_keeps_the_books_files_and_validates(
+def test_download_and_unzip_spam_data_keeps_the_books_files(
     tmp_path: Path,
     http_server: LocalServer,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
     monkeypatch.delenv(download.SOURCE_ENV_VAR, raising=False)
-    monkeypatch.setattr(download, "MIRROR_URLS", (http_server.serve("/mirror.zip", VALID_ZIP),))
-    url = http_server.url("/gone.zip")  # 404: the book's mirror is tried next
+    url = http_server.serve("/sms.zip", VALID_ZIP)
     zip_path = tmp_path / "sms_spam_collection.zip"
     extracted_path = tmp_path / "sms_spam_collection"
     data_file_path = extracted_path / "SMSSpamCollection.tsv"
 
     download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path)
     assert zip_path.read_bytes() == VALID_ZIP  # the archive stays where the book keeps it
-    assert len(read_sms_spam(data_file_path)) == 5574
     assert "File downloaded and saved as" in capsys.readouterr().out
+    # The pipeline's hardened download of the same archive writes the very same file.
+    checked = download_sms_spam(tmp_path / "pipeline", source=zip_path, urls=[])
+    assert checked.read_bytes() == data_file_path.read_bytes()
+    assert len(read_sms_spam(data_file_path)) == 5574
 
-    download_and_unzip_spam_data(url, zip_path, extracted_path, data_file_path)
-    assert "Reusing" in capsys.readouterr().out  # the book skips an existing file too
-
-    # Unlike the book's, a download that is not the collection never becomes the file.
+    gone = http_server.url("/gone.zip")  # 404: nothing may be downloaded below
+    download_and_unzip_spam_data(gone, zip_path, extracted_path, data_file_path)
+    assert "already exists. Skipping download" in capsys.readouterr().out  # as the book
     data_file_path.unlink()
-    monkeypatch.setattr(download, "MIRROR_URLS", ())
-    with pytest.raises(DataError, match="could not get the SMS Spam Collection"):
-        download_and_unzip_spam_data(
-            http_server.serve("/other.zip", zip_archive({"x": b"y"})),
-            zip_path,
-            extracted_path,
-            data_file_path,
-        )
-    assert not data_file_path.exists()
+    download_and_unzip_spam_data(gone, zip_path, extracted_path, data_file_path)  # zip kept
+    assert data_file_path.read_bytes() == checked.read_bytes()
+
+
+def test_download_and_unzip_spam_data_offline_names_the_argument_and_variable(
+    tmp_path: Path, http_server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(download.SOURCE_ENV_VAR, raising=False)
+    paths = (tmp_path / "sms.zip", tmp_path / "sms", tmp_path / "sms" / "SMSSpamCollection.tsv")
+    with pytest.raises(ConnectionError, match=r"source=.*SMS_SPAM_SOURCE") as refused:
+        download_and_unzip_spam_data(http_server.url("/gone.zip"), *paths)
+    assert "--" not in str(refused.value)  # Python's words, not the command line's
+    assert not paths[0].exists() and not paths[2].exists()
+
+    (tmp_path / "copy.zip").write_bytes(VALID_ZIP)
+    monkeypatch.setenv(download.SOURCE_ENV_VAR, str(tmp_path / "copy.zip"))  # a copy of the zip
+    download_and_unzip_spam_data(http_server.url("/gone.zip"), *paths)
+    assert len(read_sms_spam(paths[2])) == 5574
 
 
 def test_download_and_load_gpt2_finds_weights_like_the_pipeline_and_checks_them(

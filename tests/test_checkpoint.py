@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ch06_classification.classifier import GPTClassifier, build_classifier
+from ch06_classification.finetuning.model import GPTClassifier, build_classifier
 from ch06_classification.storage import checkpoint as checkpoint_module
 from ch06_classification.storage.checkpoint import (
     CheckpointError,

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ch06_classification.classifier import build_classifier
+from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage import checkpoint as checkpoint_module
 from ch06_classification.storage.base_weights import BaseWeights
 from ch06_classification.storage.checkpoint import (

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ch06_classification.classifier import (
+from ch06_classification.classifier import add_classification_head, classified_positions
+from ch06_classification.finetuning.loop import make_optimizer
+from ch06_classification.finetuning.model import (
     GPTClassifier,
-    add_classification_head,
     build_classifier,
-    classified_positions,
     first_trainable_block,
     freeze_for_classification,
 )
-from ch06_classification.training import make_optimizer
 from gpt.config import GPTConfig
 from gpt.model import GPTModel
 

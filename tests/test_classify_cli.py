@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.cli.main import main
-from ch06_classification.inference import SpamClassifier
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
 from tests.run_cli import ROOT, gpt_spam
 from tests.tiny_classifier import MAX_LENGTH, MESSAGES, write_tiny_checkpoint

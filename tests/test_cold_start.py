@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
-from ch06_classification.inference import SpamClassifier
 from ch06_classification.storage import checkpoint as checkpoint_module
 from ch06_classification.storage.base_weights import file_sha256
 from ch06_classification.storage.checkpoint import read_classifier_info

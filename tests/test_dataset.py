@@ -8,13 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from ch06_classification.dataset import (
+from ch06_classification.dataset import SpamDataset
+from ch06_classification.finetuning.loaders import (
     Batch,
-    SpamDataset,
     collate_batch,
     create_data_loader,
     create_data_loaders,
 )
+from ch06_classification.sources.split_files import read_split
 from ch06_classification.storage.datafiles import DataError
 from gpt.tokenizer import END_OF_TEXT_ID
 
@@ -106,8 +107,23 @@ def test_end_of_text_inside_a_message_is_plain_text(tmp_path: Path, tokenizer) -
 def test_empty_message_is_refused(tmp_path: Path, tokenizer) -> None:
     csv = write_csv(tmp_path / "empty.csv", ["fine", ""], [0, 1])
 
-    with pytest.raises(DataError, match="row 2 has no text"):
+    with pytest.raises(ValueError, match="message 2 is empty"):  # the book's class
         SpamDataset(csv, tokenizer)
+    with pytest.raises(DataError, match="row 2 has no text"):  # the pipeline's checked read
+        SpamDataset(read_split(csv), tokenizer)
+
+
+def test_a_checked_read_gives_the_dataset_of_the_books_read(tmp_path: Path, tokenizer) -> None:
+    # The pipeline reads each split through read_split (checked, texts as written); the book
+    # hands SpamDataset the file. Texts pandas would take for missing values included.
+    texts = [*TEXTS, "NA", "null", "123"]
+    csv = write_csv(tmp_path / "train.csv", texts)
+    book, checked = SpamDataset(csv, tokenizer), SpamDataset(read_split(csv), tokenizer)
+
+    assert len(book) == len(checked) == len(texts) and book.max_length == checked.max_length
+    for i in range(len(texts)):
+        for ours, theirs in zip(checked[i], book[i], strict=True):
+            assert torch.equal(ours, theirs)
 
 
 def test_loaders_take_max_length_from_training_and_batch_as_the_book(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification import download
-from ch06_classification.download import download_sms_spam, read_sms_spam, validate_sms_spam
+from ch06_classification.sources import sms as download
+from ch06_classification.sources.sms import download_sms_spam, read_sms_spam, validate_sms_spam
 from ch06_classification.storage.datafiles import SMS_SPAM_TSV, DataError, atomic_output
 from tests.local_server import LocalServer
 from tests.sms_data import VALID_TSV, VALID_ZIP, synthetic_collection, zip_archive

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ch06_classification.classifier import build_classifier
+from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.cli.main import main
-from ch06_classification.inference import SpamClassifier
+from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage.checkpoint import (
     ClassifierInfo,
     load_classifier,
@@ -58,7 +58,7 @@ def hf_probabilities(hf_model, encoded: list[list[int]], pad: int = 50256) -> np
 @pytest.fixture(scope="module")
 def test_split(real_splits: Path) -> list[str]:
     """The messages of the real test split (300), as `gpt-spam split` makes it."""
-    from ch06_classification.splits import read_split
+    from ch06_classification.sources.split_files import read_split
 
     return read_split(real_splits / "test.csv")["Text"].tolist()
 

@@ -7,13 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from ch06_classification.classifier import (
-    GPTClassifier,
-    add_classification_head,
-    freeze_for_classification,
-)
-from ch06_classification.dataset import create_data_loaders
+from ch06_classification.classifier import add_classification_head
 from ch06_classification.finetuning.finetune import TrainingSettings, choose_path
+from ch06_classification.finetuning.loaders import create_data_loaders
+from ch06_classification.finetuning.loop import make_optimizer
+from ch06_classification.finetuning.model import GPTClassifier, freeze_for_classification
 from ch06_classification.speed.fast_path import (
     ClassifiedTokenClassifier,
     PrefixCachedClassifier,
@@ -23,7 +21,7 @@ from ch06_classification.speed.fast_path import (
     last_position_block,
     prepare_fast_path,
 )
-from ch06_classification.training import calc_accuracy_loader, calc_loss_batch, make_optimizer
+from ch06_classification.training import calc_accuracy_loader, calc_loss_batch
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel, TransformerBlock

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ch06_classification import download, finetune
 from ch06_classification.cli.main import main
-from ch06_classification.download import download_sms_spam
+from ch06_classification.finetuning import finetune
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
-from ch06_classification.splits import read_split
+from ch06_classification.sources import sms as download
+from ch06_classification.sources.sms import download_sms_spam
+from ch06_classification.sources.split_files import read_split
 from ch06_classification.storage.datafiles import SMS_SPAM_TSV, DataError
 from tests.faults import contents, synthetic_data
 from tests.sms_data import synthetic_collection, zip_archive

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from ch06_classification.cli.main import main
-from ch06_classification.splits import make_splits, read_split, write_splits
+from ch06_classification.sources.split_files import make_splits, read_split, write_splits
 from ch06_classification.storage import runs, splits
 from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT
 from ch06_classification.storage.safe_files import (
@@ -40,7 +40,7 @@ SPLIT_SET = [*SPLIT_FILES.values(), SPLIT_REPORT]
 # A child process that re-splits with seed 2 and is killed after `survive` renames.
 KILLED_SPLIT = """
     import os, sys
-    from ch06_classification.splits import write_splits
+    from ch06_classification.sources.split_files import write_splits
     from tests.faults import collection_frame
 
     data_dir, survive = sys.argv[1], int(sys.argv[2])

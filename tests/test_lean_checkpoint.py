@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ch06_classification.classifier import build_classifier
+from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
-from ch06_classification.inference import SpamClassifier
+from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage.base_weights import (
     BaseWeightsError,
     describe_pretrained,

@@ -7,8 +7,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from ch06_classification.classifier import add_classification_head, build_classifier
-from ch06_classification.inference import SpamClassifier
+from ch06_classification.classifier import add_classification_head
+from ch06_classification.classifying.spam_classifier import SpamClassifier
+from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage.checkpoint import ClassifierInfo, load_classifier, save_classifier
 from gpt.config import get_config
 from gpt.lora import LinearWithLoRA, LoRALayer, lora_config, merge_lora, replace_linear_with_lora

@@ -267,9 +267,9 @@ def test_evaluation_agrees_with_scikit_learn_on_real_outputs(real_splits, tmp_pa
     (the counting at the threshold is ours, so this checks it against the library)."""
     from sklearn import metrics as sk
 
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
     from ch06_classification.evaluating.evaluation import evaluate_run
-    from ch06_classification.inference import SpamClassifier
-    from ch06_classification.splits import read_split
+    from ch06_classification.sources.split_files import read_split
     from ch06_classification.storage.datafiles import SPLIT_FILES
     from tests.tiny_classifier import write_tiny_checkpoint
 

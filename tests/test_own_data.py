@@ -16,13 +16,13 @@ from ch06_classification.cli.main import main
 from ch06_classification.evaluating.metrics import multiclass_metrics
 from ch06_classification.finetuning import finetune
 from ch06_classification.sources.labelled_texts import class_names_of, read_labelled_texts
-from ch06_classification.splits import (
-    create_balanced_dataset,
+from ch06_classification.sources.split_files import (
     make_splits,
     read_split,
     split_labelled_texts,
     undersample,
 )
+from ch06_classification.splits import create_balanced_dataset
 from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT, DataError
 
 # Three classes with their own words: any working model tells them apart.
@@ -271,7 +271,7 @@ def test_the_sms_collection_through_the_csv_path_splits_the_same(
 
 def test_experiment_rows_and_baselines_on_three_classes(tmp_path: Path) -> None:
     from ch06_classification.extras.experiments import BY_NUMBER, run_experiments
-    from ch06_classification.splits import write_splits
+    from ch06_classification.sources.split_files import write_splits
 
     df = read_labelled_texts(
         write_tickets(tmp_path / "t.csv", {"billing": 40, "shipping": 40, "login": 40}),
@@ -302,9 +302,9 @@ def test_experiment_rows_and_baselines_on_three_classes(tmp_path: Path) -> None:
 def test_a_three_class_export_loads_in_transformers_with_its_names(tmp_path: Path) -> None:
     from transformers import GPT2ForSequenceClassification
 
-    from ch06_classification.classifier import build_classifier
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
     from ch06_classification.extras.export import export_hf
-    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.finetuning.model import build_classifier
     from ch06_classification.storage.checkpoint import ClassifierInfo, save_checkpoint_folder
 
     names = ("billing", "login", "shipping")

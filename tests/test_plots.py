@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from ch06_classification.plots import (
+from ch06_classification.evaluating.plots import (
     confusion_matrix_figure,
     plot_confusion_matrix,
     plot_roc_and_pr,
-    plot_values,
     roc_and_pr_figure,
-    values_figure,
+    save_png_and_pdf,
 )
+from ch06_classification.plots import plot_values, values_figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PDF_SIGNATURE = b"%PDF-"
@@ -109,7 +109,7 @@ def test_running_twice_overwrites_cleanly(tmp_path):
 
 
 def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    plot_values(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS, out_dir=tmp_path, name="loss")
+    save_png_and_pdf(values_figure(EPOCHS, EXAMPLES, TRAIN_LOSS, VAL_LOSS), tmp_path / "loss")
     old_png = (tmp_path / "loss.png").read_bytes()
 
     def write_half_then_fail(self, file, **kwargs):
@@ -118,7 +118,7 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, m
 
     monkeypatch.setattr(Figure, "savefig", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        plot_values(EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS, out_dir=tmp_path, name="loss")
+        save_png_and_pdf(values_figure(EPOCHS, EXAMPLES, VAL_LOSS, TRAIN_LOSS), tmp_path / "loss")
     assert (tmp_path / "loss.png").read_bytes() == old_png
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.pdf", "loss.png"]
 

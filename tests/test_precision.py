@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
-from ch06_classification.inference import SpamClassifier
+from ch06_classification.sources.split_files import read_split
 from ch06_classification.speed import precision
 from ch06_classification.speed.precision import (
     CHECK_FILE,
@@ -21,7 +22,6 @@ from ch06_classification.speed.precision import (
     choose_precision,
     set_classifier_precision,
 )
-from ch06_classification.splits import read_split
 from ch06_classification.storage.runs import save_training_run
 from tests.synthetic_splits import write_synthetic_splits
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification.dataset import create_data_loaders
-from ch06_classification.download import download_sms_spam, read_sms_spam, validate_sms_spam
-from ch06_classification.splits import make_splits, read_split, write_splits
+from ch06_classification.finetuning.loaders import create_data_loaders
+from ch06_classification.sources.sms import download_sms_spam, read_sms_spam, validate_sms_spam
+from ch06_classification.sources.split_files import make_splits, read_split, write_splits
 from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SPLIT_FILES, SPLIT_REPORT
 
 # The longest training message with the book's seed, in GPT-2 tokens (the book: 120).

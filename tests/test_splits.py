@@ -8,15 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ch06_classification.splits import (
-    create_balanced_dataset,
+from ch06_classification.sources.split_files import (
     describe_split,
     make_splits,
-    random_split,
     read_split,
     texts_seen_in,
     write_splits,
 )
+from ch06_classification.splits import create_balanced_dataset, random_split
 from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT, DataError
 
 

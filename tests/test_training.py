@@ -121,8 +121,8 @@ def test_real_data_small_random_model_all_layers_trainable(shared_data, tmp_path
     Measured on the 2-core CI machine: 7.4 s, 95.7 % test accuracy (97.3 % validation).
     The threshold, 90 %, is far above the 50 % of guessing on the balanced test split.
     """
-    from ch06_classification.download import download_sms_spam, load_sms_spam
-    from ch06_classification.splits import write_splits
+    from ch06_classification.sources.sms import download_sms_spam, load_sms_spam
+    from ch06_classification.sources.split_files import write_splits
 
     download_sms_spam(tmp_path, source=shared_data / "sms_spam_collection.zip", urls=[])
     write_splits(load_sms_spam(tmp_path), tmp_path)

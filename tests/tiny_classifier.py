@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ch06_classification.classifier import build_classifier
+from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, ClassifierInfo, save_classifier
 
 # gpt2-small's vocabulary (GPT-2's tokenizer reads real text), 2 blocks 32 wide.

@@ -247,7 +247,8 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """What ``train`` fine-tunes and how: the knobs of ``TrainingSettings`` besides the
     model, data, seed and device options, which more steps share."""
-    from ch06_classification.classifier import TOKEN_POSITIONS, TRAINABLE_LAYERS
+    from ch06_classification.classifier import TOKEN_POSITIONS
+    from ch06_classification.finetuning.model import TRAINABLE_LAYERS
     from ch06_classification.finetuning.settings import TrainingSettings
 
     defaults = TrainingSettings()

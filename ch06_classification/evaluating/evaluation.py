@@ -34,6 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from ch06_classification.classifying.spam_classifier import (
+    SpamClassifier,
+    resolve_threshold,
+    two_class_only,
+)
 from ch06_classification.evaluating.metrics import (
     BinaryMetrics,
     MulticlassMetrics,
@@ -42,16 +47,15 @@ from ch06_classification.evaluating.metrics import (
     format_metrics_table,
     multiclass_metrics,
 )
-from ch06_classification.inference import SpamClassifier, resolve_threshold, two_class_only
-from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
-from ch06_classification.speed.precision import set_classifier_precision
-from ch06_classification.splits import (
+from ch06_classification.evaluating.plots import plot_confusion_matrix, plot_roc_and_pr
+from ch06_classification.sources.split_files import (
     evaluation_splits,
     fingerprints_seen_in,
     read_class_names,
     read_split,
     text_fingerprints,
 )
+from ch06_classification.speed.precision import set_classifier_precision
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
 from ch06_classification.storage.datafiles import SPLIT_FILES, id2label
 from ch06_classification.storage.runs import read_training_texts

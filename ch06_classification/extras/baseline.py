@@ -72,7 +72,7 @@ def run_baseline(
     """Fit a baseline on ``train.csv`` and measure it on every set, as ``evaluate`` does
     (``threshold``: two classes only, default 0.5)."""
     from ch06_classification.evaluating.evaluation import evaluate_predictor
-    from ch06_classification.splits import read_split  # pandas: when run, not for --help
+    from ch06_classification.sources.split_files import read_split
 
     start = time.perf_counter()
     model = make_baseline(kind)

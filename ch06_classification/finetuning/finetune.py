@@ -16,7 +16,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ch06_classification.classifier import (
+from ch06_classification.dataset import SpamDataset
+from ch06_classification.evaluating.metrics import classification_metrics
+from ch06_classification.finetuning.loaders import DataLoaders, create_data_loaders
+from ch06_classification.finetuning.loop import make_optimizer, train_classifier
+from ch06_classification.finetuning.model import (
     GPTClassifier,
     build_classifier,
     describe_trainable,
@@ -24,9 +28,8 @@ from ch06_classification.classifier import (
     needs_fixed_padding,
     trained_parameter_names,
 )
-from ch06_classification.dataset import DataLoaders, SpamDataset, create_data_loaders
-from ch06_classification.evaluating.metrics import classification_metrics
 from ch06_classification.finetuning.settings import TrainingSettings
+from ch06_classification.sources.split_files import check_training_splits, read_class_names
 from ch06_classification.speed.devices import autocast, pick_device, reuse_freed_memory
 from ch06_classification.speed.distributed import current_world
 from ch06_classification.speed.fast_path import (
@@ -35,7 +38,6 @@ from ch06_classification.speed.fast_path import (
     fast_path_unavailable_reason,
     prepare_fast_path,
 )
-from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.storage.base_weights import (
     BaseWeights,
     describe_pretrained,
@@ -43,11 +45,7 @@ from ch06_classification.storage.base_weights import (
 )
 from ch06_classification.storage.checkpoint import ClassifierInfo
 from ch06_classification.storage.datafiles import CLASS_NAMES
-from ch06_classification.training import (
-    TrainingHistory,
-    make_optimizer,
-    train_classifier_simple,
-)
+from ch06_classification.training import TrainingHistory
 from gpt.errors import UserFacingError
 from gpt.lora import lora_config
 from gpt.model import GPTModel
@@ -266,7 +264,7 @@ def fine_tune(
     optimizer = make_optimizer(trainee, settings.lr, settings.weight_decay, device)
     # Dropout, if any, draws from the global generator (each process its own masks).
     torch.manual_seed(settings.seed + world.rank)
-    history = train_classifier_simple(
+    history = train_classifier(
         world.wrap(trainee),  # with several processes, in DDP, on their pieces of each batch
         world.shard(train_loaders[0], training=True),
         world.shard(train_loaders[1]),

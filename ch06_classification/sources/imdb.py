@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ch06_classification.download import describe_request_error, fetch
+from ch06_classification.sources.sms import describe_request_error, fetch
 from ch06_classification.storage.datafiles import (
     IMDB_REVIEWS_CSV,
     IMDB_SOURCE_ENV_VAR,

@@ -16,6 +16,9 @@ from gpt.errors import UserFacingError
 
 PRECISIONS = ("fp32", "bf16")
 
+# The precisions computed in, by their option names (`--precision fp32|bf16`).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA if present, then Apple's MPS, then the CPU, unless a device is named.

@@ -43,7 +43,12 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, Subset
 
-from ch06_classification.training import calc_loss_batch, classification_logits, unpack_batch
+from ch06_classification.training import (
+    calc_loss_batch,
+    classification_logits,
+    collect_logits,
+    unpack_batch,
+)
 from gpt.errors import UserFacingError
 
 T = TypeVar("T")
@@ -314,8 +319,6 @@ class World:
     ) -> tuple[Tensor, Tensor]:
         """``collect_logits`` of every example of ``loader`` (in order, none dropped), each
         process computing a consecutive piece of the examples; every process gets them all."""
-        from ch06_classification.training import collect_logits
-
         if not self.distributed:
             return collect_logits(loader, model, device)
         dataset = loader.dataset

@@ -29,12 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
-from ch06_classification.classifier import (
-    classified_positions,
-    first_trainable_block,
-    positions_in_batch,
-)
+from ch06_classification.classifier import classified_positions
 from ch06_classification.dataset import SpamDataset
+from ch06_classification.finetuning.model import first_trainable_block, positions_in_batch
 from ch06_classification.speed.batching import batches_by_length, pad_right
 from ch06_classification.speed.devices import autocast
 from gpt.model import GPTModel, TransformerBlock

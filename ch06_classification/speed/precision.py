@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ch06_classification.speed.devices import native_bf16
+from ch06_classification.speed.devices import DTYPES, native_bf16
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
-    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
 
 CHOICES = ("fp32", "bf16", "auto")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 NAMES = {"fp32": "float32", "bf16": "bfloat16"}
 CHECK_FILE = "precision-check.json"
 # Below this many tokens, casting gpt2-small's weights (~0.1 s) costs more than bfloat16
@@ -165,7 +164,7 @@ def remember_agreement(run_dir: Path, device_type: str, agreement: Agreement) ->
 def run_validation_texts(run_dir: Path, data_dirs: list[Path]) -> list[str] | None:
     """The validation messages of the split ``run_dir`` was trained on: from the first of
     ``data_dirs`` whose training split is the run's (by the fingerprints it recorded)."""
-    from ch06_classification.splits import read_split, text_fingerprints
+    from ch06_classification.sources.split_files import read_split, text_fingerprints
     from ch06_classification.storage.datafiles import SPLIT_FILES
     from ch06_classification.storage.runs import read_training_texts
 

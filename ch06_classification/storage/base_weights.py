@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ch06_classification.classifier import RANDOM_INIT
+from ch06_classification.finetuning.model import RANDOM_INIT
 from ch06_classification.storage.local_cache import (
     random_base_file,
     recorded_digest,

@@ -33,10 +33,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ch06_classification.classifier import (
-    TOKEN_POSITIONS,
+from ch06_classification.classifier import TOKEN_POSITIONS, add_classification_head
+from ch06_classification.finetuning.model import (
     TRAINABLE_LAYERS,
-    add_classification_head,
     random_gpt,
     trained_parameter_names,
 )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ch06_classification.classifier import CLASS_NAMES
+from ch06_classification.download import SOURCE_ENV_VAR
 from ch06_classification.storage.safe_files import atomic_output
 from gpt.errors import UserFacingError
 
@@ -30,18 +32,10 @@ __all__ = [
     "id2label",
 ]
 
-# The chapter's two classes, as the SMS Spam Collection names them: class 0 and class 1
-# everywhere (splits, model outputs, metrics, plots, the classify command). The book prints
-# ham as "not spam": that is only how classify_review displays it (see DISPLAY_NAMES in
-# classifier.py). Other data brings its own class names (`gpt-spam split --csv`): the split
-# report, every run and every checkpoint record them, as Hugging Face's ``id2label``.
-CLASS_NAMES = ("ham", "spam")
 
 # A label column with more distinct values than this holds no classes (an id, a text?).
 MAX_CLASSES = 1000
 
-# A local zip or TSV to use instead of the network, for offline machines.
-SOURCE_ENV_VAR = "SMS_SPAM_SOURCE"
 # A local aclImdb_v1.tar.gz instead of the network (`download --dataset imdb`).
 IMDB_SOURCE_ENV_VAR = "IMDB_SOURCE"
 

@@ -99,7 +99,8 @@ def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
 def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     """About how large a classifier's checkpoint will be: every tensor, or with
     ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
-    from ch06_classification.classifier import add_classification_head, trained_parameter_names
+    from ch06_classification.classifier import add_classification_head
+    from ch06_classification.finetuning.model import trained_parameter_names
     from gpt.model import GPTModel, skip_init
 
     with torch.device("meta"), skip_init():  # shapes only: nothing allocated or drawn
@@ -156,7 +157,7 @@ def find_run(path: str | Path | None, runs_dir: str | Path = DEFAULT_RUNS_DIR) -
 
 def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any]) -> Path:
     """Record what the run was trained on: the SHA-256 of each distinct training text."""
-    from ch06_classification.splits import text_fingerprints
+    from ch06_classification.sources.split_files import text_fingerprints
 
     return write_json(
         run_dir / TRAINING_TEXTS_FILE,

@@ -49,7 +49,7 @@ from ch06_classification.cli.options import (
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
-    from ch06_classification.inference import SpamClassifier
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
 
 PROG = "gpt-spam classify"
 DEFAULT_COLUMN = "Text"  # the column of the split CSVs, so they can be classified as they are
@@ -128,8 +128,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ch06_classification.classifying.spam_classifier import SpamClassifier, resolve_threshold
     from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
-    from ch06_classification.inference import SpamClassifier, resolve_threshold
     from ch06_classification.speed.devices import pick_device
     from ch06_classification.speed.precision import set_classifier_precision
     from ch06_classification.storage.checkpoint import read_classifier_info
@@ -211,7 +211,7 @@ def encode_messages(
     classifier: SpamClassifier, messages: Sequence[Message]
 ) -> tuple[list[Message], list[list[int]], list[str]]:
     """The messages that can be classified, their token ids, and a report for each refused."""
-    from ch06_classification.inference import EmptyMessageError
+    from ch06_classification.classifying.spam_classifier import EmptyMessageError
 
     kept, encoded, refused = [], [], []
     for message in messages:

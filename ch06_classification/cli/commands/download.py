@@ -63,7 +63,7 @@ def fetch_dataset(
         path = download_imdb(data_dir, source=imdb_source)
         print(f"{path}: 50,000 reviews (25,000 neg, 25,000 pos)")  # as validated
         return
-    from ch06_classification.download import (
+    from ch06_classification.sources.sms import (
         EXPECTED_CLASS_COUNTS,
         EXPECTED_ROWS,
         download_sms_spam,

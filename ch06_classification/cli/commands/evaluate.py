@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ch06_classification.classifying.spam_classifier import resolve_threshold
     from ch06_classification.cli.prerequisites import (
         require,
         run_problem,
@@ -51,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_problem,
     )
     from ch06_classification.evaluating.evaluation import evaluate_run, evaluated_problem
-    from ch06_classification.inference import resolve_threshold
     from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
     from ch06_classification.storage.runs import find_run
     from ch06_classification.storage.safe_files import ensure_writable_folder, folder_lock

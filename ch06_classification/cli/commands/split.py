@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that `gpt-spam --help` does not load pandas.
     from ch06_classification.cli.options import parse_fractions
     from ch06_classification.cli.prerequisites import dataset_problem, require
-    from ch06_classification.splits import DEFAULT_FRACTIONS, write_splits
+    from ch06_classification.sources.split_files import DEFAULT_FRACTIONS, write_splits
     from ch06_classification.storage.datafiles import CLASS_NAMES, SPLIT_FILES, SPLIT_REPORT
 
     own_file = args.csv or args.tsv
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         df, class_names, source = load_imdb(args.data_dir, args.seed), IMDB_CLASS_NAMES, "imdb"
         balance, method = "none", "random"
     elif own_file is None:
-        from ch06_classification.download import load_sms_spam
+        from ch06_classification.sources.sms import load_sms_spam
 
         require(dataset_problem(args.data_dir))
         df, class_names, source = load_sms_spam(args.data_dir), CLASS_NAMES, None
