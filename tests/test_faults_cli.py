@@ -19,8 +19,10 @@ import pandas as pd
 import pytest
 
 from ch06_classification.cli.main import main
-from ch06_classification.evaluating import evaluation, finetune, safe_files
+from ch06_classification.evaluating import evaluation
+from ch06_classification.finetuning import finetune
 from ch06_classification.sources.sms import download_sms_spam
+from ch06_classification.storage import safe_files
 from tests.faults import contents, synthetic_data, train_args
 from tests.sms_data import synthetic_collection, zip_archive
 

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 
 from ch06_classification.cli.main import main
+from ch06_classification.sources import split_files as splits
 from ch06_classification.sources.split_files import make_splits, read_split, write_splits
-from ch06_classification.storage import runs, splits
+from ch06_classification.storage import runs
 from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT
 from ch06_classification.storage.safe_files import (
     LOCK_NAME,
