@@ -14,6 +14,7 @@ itself: ``GPTClassifier`` (token ids in), or the fast path's ``PrefixCachedClass
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from ch06_classification.classifier import classified_positions
 from ch06_classification.devices import autocast
+from gpt.errors import UserFacingError
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
 
@@ -240,7 +242,8 @@ def train_classifier_simple(
     larger, in the memory of one. A "step" in the history is still one batch, as in the book.
     With ``world`` (several processes under torchrun, ``model`` wrapped in DDP and the
     loaders sharded: see distributed.py), each process trains on its piece of every batch
-    and the evaluations count every process's examples.
+    and the evaluations count every process's examples. A loss that is NaN or infinite
+    stops training at once (:func:`check_finite_loss`), which the book's loop would train on.
     """
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
@@ -251,6 +254,7 @@ def train_classifier_simple(
         loss_of, accuracy_of = world.calc_loss_loader, world.calc_accuracy_loader
     device = torch.device(device)
     start = time.perf_counter()
+    updated = False  # whether the optimizer has changed the weights yet
     for epoch in range(num_epochs):
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -264,10 +268,12 @@ def train_classifier_simple(
             examples = target_batch.shape[0]
             if world is not None:  # this process's piece of the batch, weighed for DDP
                 loss, examples = world.weigh_loss(loss, examples)
+            check_finite_loss(loss, history.steps, epoch, optimizer, updated, world)
             (loss / accumulation_steps).backward()
             if (batch_index + 1) % accumulation_steps == 0 or batch_index + 1 == num_batches:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                updated = True
             history.examples_seen += examples
             history.steps += 1
 
@@ -308,6 +314,48 @@ def train_classifier_simple(
         )
     history.seconds = time.perf_counter() - start
     return history
+
+
+class TrainingDivergedError(UserFacingError):
+    """The training loss, or the trained model's outputs, became NaN or infinite: the run
+    would learn nothing from there on."""
+
+
+def check_finite_loss(
+    loss: Tensor,
+    step: int,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    updated: bool,
+    world: World | None = None,
+) -> None:
+    """Stop training on a NaN or infinite loss (``step`` and ``epoch`` counted from 0),
+    before its gradients reach the weights, with the likely cause.
+
+    A NaN gradient turns every trained weight into NaN at the next optimizer step, and
+    every later loss and prediction with it: training on would only spend the time and
+    then save a model that predicts nothing. Checking costs one look at the loss per step
+    (on a GPU, a wait for the step's forward pass). With several processes, every process
+    stops if any one's loss is not finite.
+    """
+    finite = bool(torch.isfinite(loss.detach()).item())
+    if world is not None:
+        finite = world.all_agree(finite)
+    if finite:
+        return
+    if updated:  # the loss was finite before the updates: they blew the weights up
+        cause = f"the learning rate {optimizer.param_groups[0]['lr']:g} is likely too high"
+    else:
+        cause = (
+            "that is before any update, so the starting model itself gives it (weights "
+            "that are not finite numbers, or scaled up too far)"
+        )
+    value = loss.detach().item()  # this process's: another's may be the one not finite
+    became = str(value) if not math.isfinite(value) else "NaN or infinite"
+    raise TrainingDivergedError(
+        f"the training loss became {became} at step {step} (epoch {epoch + 1}), so training "
+        f"stopped and nothing was saved: {cause}"
+    )
 
 
 def make_optimizer(
