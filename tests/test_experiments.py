@@ -150,12 +150,25 @@ def test_list_and_bad_rows_from_the_command_line(tmp_path):
     assert bad.returncode == 2 and "expected row numbers among" in bad.stderr
 
 
-def test_a_rows_command_names_a_lower_precision():
+def test_a_rows_command_names_a_chosen_precision():
     row = BY_NUMBER[5]
     assert row.command("random", precision="bf16") == [
         "train", "--token-position", "last", "--trainable-layers", "all",
         "--weights", "random", "--precision", "bf16",
     ]  # fmt: skip
-    assert "--precision" not in row.command("random")  # float32, the default, is implied
+    assert row.command("random", precision="fp32")[-2:] == ["--precision", "fp32"]
     settings = row_settings(row, "random", precision="bf16")
     assert (settings.precision, settings.trainable_layers) == ("bf16", "all")
+
+
+def test_rows_train_in_auto_precision_by_default():
+    """Like `train`, every row takes bfloat16 only where the hardware has native units."""
+    from ch06_classification.commands.running import build_parser
+
+    from ch06_classification.commands import experiments
+
+    args = build_parser([experiments]).parse_args(["experiments", "--rows", "1"])
+    assert args.precision == "auto"
+    row = BY_NUMBER[5]
+    assert "--precision" not in row.command("random")  # auto, train's default, is implied
+    assert row_settings(row, "random").precision == "auto"

@@ -252,6 +252,7 @@ def test_fast_path_trains_like_the_books_way(small_data_dir, options):
         epochs=1,
         eval_freq=4,
         eval_iter=2,
+        precision="fp32",  # the two paths agree to 1e-5 in float32, on any hardware
         config_overrides={"context_length": 64, "emb_dim": 32, "n_heads": 4, "n_layers": 3},
         **options,
     )

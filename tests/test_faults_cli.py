@@ -77,6 +77,62 @@ def test_xpu_is_refused_where_pytorch_has_none(capsys: pytest.CaptureFixture) ->
     )
 
 
+def float_options() -> list[tuple[str, str]]:
+    """(step, flag) of every option of every step whose value is a fractional number,
+    found by asking each option's own type to read "0.5"."""
+    import argparse
+
+    from ch06_classification.cli import build_parser
+
+    steps = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    found = []
+    for step, parser in steps.choices.items():
+        for action in parser._actions:
+            if not action.option_strings or not callable(action.type):
+                continue
+            try:
+                value = action.type("0.5")
+            except (argparse.ArgumentTypeError, ValueError, TypeError):
+                continue
+            if isinstance(value, float):
+                found.append((step, action.option_strings[0]))
+    return found
+
+
+FLOAT_OPTIONS = float_options()
+
+
+def test_the_float_options_are_found() -> None:
+    flags = {flag for _, flag in FLOAT_OPTIONS}
+    assert {"--lr", "--weight-decay", "--drop-rate", "--lora-alpha", "--threshold"} <= flags
+    assert ("pipeline", "--lora-alpha") in FLOAT_OPTIONS  # every step that takes it
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+@pytest.mark.parametrize(
+    ("step", "flag"), FLOAT_OPTIONS, ids=[f"{step} {flag}" for step, flag in FLOAT_OPTIONS]
+)
+def test_every_float_option_refuses_nan_and_infinity(
+    step: str, flag: str, value: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main([step, f"{flag}={value}"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert f"gpt-spam {step}: error: argument {flag}: expected " in error
+    assert error.rstrip().endswith(f"not {value!r}") and "Traceback" not in error
+
+
+@pytest.mark.parametrize("fractions", ["nan,0.5,0.5", "0.7,0.1,inf", "-inf,0.5,0.5"])
+def test_split_fractions_refuse_nan_and_infinity(
+    fractions: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["split", f"--fractions={fractions}"])
+    assert exit.value.code == 2
+    assert "argument --fractions: expected three numbers above 0" in capsys.readouterr().err
+
+
 # --- A run folder is claimed before training -----------------------------------------------
 
 
@@ -146,6 +202,84 @@ def test_a_failed_training_leaves_no_empty_run_folder(
     assert main(["train", "--data-dir", str(data), "--weights", "random"]) == 1
     assert "train.csv: no spam message" in capsys.readouterr().err
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+# --- Training that learns nothing is not a finished run -----------------------------------
+
+
+@pytest.mark.usefixtures("tiny_models")
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # The first update blows the weights up: the next step's loss is not a number.
+        (
+            ["--lr", "1e6", "--epochs", "3"],
+            r"the training loss became (nan|inf) at step 1 \(epoch 1\), so training stopped "
+            r"and nothing was saved: the learning rate 1e\+06 is likely too high",
+        ),
+        # One step in all (one epoch of one batch): no loss follows its update; the final
+        # evaluation finds what it did.
+        (
+            ["--lr", "1e6", "--batch-size", "96"],
+            r"the trained model's outputs are NaN or infinite for \d+ of the 96 training "
+            r"messages, so nothing was saved: the learning rate 1e\+06 is likely too high",
+        ),
+    ],
+    ids=["diverges", "diverges in its last step"],
+)
+def test_a_diverging_training_stops_in_one_line_and_saves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], message: str
+) -> None:
+    data, run_dir = synthetic_data(tmp_path / "data"), tmp_path / "run"
+    assert main(train_args(data, run_dir, *options)) == 1
+    out, error = capsys.readouterr()
+    assert "Traceback" not in error
+    [line] = [line for line in error.splitlines() if "error:" in line]  # beside progress bars
+    assert re.fullmatch(f"gpt-spam train: error: {message}", line), line
+    assert "Epoch 1/" not in out or "--epochs" not in options  # at once, not at an epoch's end
+    assert "Saved the run" not in out
+    assert not run_dir.exists()  # made for this run, and removed again: no finished run
+
+
+@pytest.mark.usefixtures("no_training")
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--batch-size", "97"],
+            "--batch-size 97 is larger than the training split (96 messages): an epoch "
+            "trains on whole batches only, so it would train on nothing; use a --batch-size "
+            "of at most 96",
+        ),
+        (
+            ["--batch-size", "100000"],
+            "--batch-size 100000 is larger than the training split (96 messages)",
+        ),
+        (
+            ["--accumulation-steps", "13"],
+            "--accumulation-steps 13 is more than the 12 batches of an epoch (96 training "
+            "messages, 8 per batch): an update would sum the gradients of 12 batches, each "
+            "scaled by 1/13; use at most 12",
+        ),
+        (
+            ["--batch-size", "40", "--accumulation-steps", "3"],
+            "--accumulation-steps 3 is more than the 2 batches of an epoch",
+        ),
+        (  # one message per batch without padding, whatever --batch-size says
+            ["--no-padding", "--batch-size", "200", "--accumulation-steps", "97"],
+            "--accumulation-steps 97 is more than the 96 batches of an epoch (96 training "
+            "messages, 1 per batch)",
+        ),
+    ],
+)
+def test_batches_that_do_not_fit_the_training_split_are_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture, options: list[str], message: str
+) -> None:
+    data, run_dir = synthetic_data(tmp_path / "data"), tmp_path / "run"
+    assert main(train_args(data, run_dir, *options)) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"gpt-spam train: error: {message}") and error.count("\n") == 1
+    assert not run_dir.exists()
 
 
 # --- Operating-system failures: one line with the path, before the work ---------------------

@@ -83,9 +83,6 @@ DIFFERENT_MEANING = {
     # messages per training batch vs per classified batch
     ("--batch-size", "classify"): "default",
     ("--batch-size", "evaluate"): "default",
-    # a trained model's precision can also be "auto": checked against float32 on the run
-    ("--precision", "classify"): "choices and default",
-    ("--precision", "evaluate"): "choices and default",
     # the token every experiment row reads: the book's, by default, to compare with its table
     ("--token-position", "experiments"): "choices and default",
     # each step's own output folder

@@ -20,6 +20,7 @@ from ch06_classification.evaluating.metrics import (
     binary_metrics,
     confusion_matrix,
     format_metrics_table,
+    multiclass_metrics,
     precision_recall_curve,
     predict_spam,
     roc_auc,
@@ -314,6 +315,17 @@ def test_evaluation_agrees_with_scikit_learn_on_real_outputs(real_splits, tmp_pa
 def test_binary_metrics_rejects_bad_inputs(y_true, probs, message):
     with pytest.raises(ValueError, match=message):
         binary_metrics(y_true, probs)
+
+
+def test_scores_that_are_not_finite_are_a_user_facing_error():
+    """A model whose weights diverged gives NaN: one line for the person, not a traceback."""
+    from gpt.errors import UserFacingError
+
+    with pytest.raises(UserFacingError, match="but 1 of 2 are NaN or infinite: the model"):
+        binary_metrics([0, 1], [0.1, math.nan])
+    three = [[0.2, 0.3, 0.5], [math.inf, 0.0, 0.0]]
+    with pytest.raises(UserFacingError, match="but 1 of 6 are NaN or infinite"):
+        multiclass_metrics([2, 0], three, ["a", "b", "c"])
 
 
 def test_binary_metrics_rejects_threshold_outside_unit_interval():

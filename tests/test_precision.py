@@ -176,3 +176,71 @@ def test_auto_checks_on_the_runs_own_validation_split(
         f"checking bfloat16 against float32 on the run's {len(texts)} validation messages "
         "(once for this run and device) ..."
     ]
+
+
+# --- Training: --precision auto, the default of train and of every experiment row ---------
+
+
+@pytest.fixture
+def has_no_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda device: None)
+
+
+def train_tiny(data_dir: Path, **settings: object) -> tuple[TrainingSettings, list[str]]:
+    """Train a tiny model one epoch; the settings it recorded, and what it logged."""
+    logged: list[str] = []
+    result = fine_tune(
+        TrainingSettings(
+            weights="random", data_dir=str(data_dir), epochs=1, config_overrides=TINY, **settings
+        ),
+        log=logged.append,
+        progress=False,
+    )
+    return TrainingSettings(**result.info.extra["settings"]), logged
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_splits(tmp_path_factory.mktemp("data"), sizes=(16, 8, 8))
+
+
+def test_training_defaults_to_auto() -> None:
+    assert TrainingSettings().precision == "auto"
+
+
+def test_auto_trains_in_float32_without_native_bfloat16_units(
+    tiny_data: Path, has_no_bf16_units: None
+) -> None:
+    recorded, logged = train_tiny(tiny_data)
+    assert recorded.precision == "fp32"  # the run records what it trained in, not "auto"
+    assert (
+        "Precision: float32 (--precision auto: no native bfloat16 matrix units on this cpu, "
+        "where bfloat16 would be emulated and slower)"
+    ) in logged
+
+
+def test_auto_trains_in_bfloat16_with_native_units(tiny_data: Path, has_bf16_units: None) -> None:
+    recorded, logged = train_tiny(tiny_data)
+    assert recorded.precision == "bf16"
+    assert "Precision: bfloat16 (--precision auto: test bfloat16 units)" in logged
+
+
+def test_bfloat16_asked_for_where_it_is_emulated_says_it_is_slower(
+    tiny_data: Path, has_no_bf16_units: None
+) -> None:
+    recorded, logged = train_tiny(tiny_data, precision="bf16")
+    assert recorded.precision == "bf16"  # as asked
+    [line] = [line for line in logged if line.startswith("Precision:")]
+    assert line.startswith("Precision: bfloat16 (as asked with --precision, but this cpu has no")
+    assert "emulates bfloat16, so training runs slower than in float32" in line
+
+
+@pytest.mark.parametrize("units", [None, "test bfloat16 units"])
+def test_an_explicit_training_precision_is_taken_as_asked(
+    monkeypatch: pytest.MonkeyPatch, units: str | None
+) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda device: units)
+    for asked in ("fp32", "bf16"):
+        choice = precision.training_precision(asked, CPU)
+        assert choice.precision == asked
+        assert ("slower" in choice.reason) == (asked == "bf16" and units is None)

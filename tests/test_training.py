@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
+from ch06_classification.finetuning.loop import TrainingDivergedError, train_classifier
 from ch06_classification.training import (
     calc_accuracy_loader,
     calc_loss_batch,
     calc_loss_loader,
 )
+from gpt.errors import UserFacingError
 from tests.synthetic_splits import write_synthetic_splits
 
 TINY_MODEL = {"emb_dim": 32, "n_layers": 2, "n_heads": 4}
@@ -50,6 +52,59 @@ def test_loader_averages_and_accuracy_on_hand_computed_batches():
     assert calc_loss_loader(batches, model, device) == pytest.approx(sum(per_batch) / 3)
     assert calc_loss_loader(batches, model, device, num_batches=1) == pytest.approx(per_batch[0])
     assert calc_loss_loader([], model, device) != calc_loss_loader([], model, device)  # NaN
+
+
+class ScaledLogits(nn.Module):
+    """A stand-in model with one trainable weight: the given logits times ``scale``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        return inputs * self.scale
+
+
+@pytest.mark.parametrize(
+    ("nan_batch", "cause"),
+    [
+        (
+            0,
+            "that is before any update, so the starting model itself gives it (weights that "
+            "are not finite numbers, or scaled up too far)",
+        ),
+        (2, "the learning rate 0.1 is likely too high"),
+    ],
+)
+def test_a_loss_that_is_not_a_number_stops_training_before_it_reaches_the_weights(
+    nan_batch: int, cause: str
+) -> None:
+    loader = [(torch.tensor([[1.0, -1.0]]), torch.tensor([0]), torch.tensor([1]))] * 4
+    loader[nan_batch] = (torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]), torch.tensor([1]))
+    model = ScaledLogits()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    with pytest.raises(TrainingDivergedError) as error:
+        train_classifier(
+            model, loader, loader[:1], optimizer, "cpu", num_epochs=3, eval_freq=100,
+            eval_iter=1, log=None,
+        )  # fmt: skip
+
+    assert isinstance(error.value, UserFacingError)  # one line at the command line
+    assert str(error.value) == (
+        f"the training loss became nan at step {nan_batch} (epoch 1), so training stopped "
+        f"and nothing was saved: {cause}"
+    )
+    assert torch.isfinite(model.scale)  # its NaN gradient never reached the weight
+
+
+def test_settings_that_are_not_finite_numbers_are_refused(tmp_path):
+    data_dir = write_synthetic_splits(tmp_path, sizes=(16, 8, 8))
+    for knob in ("lora_alpha", "lr", "weight_decay", "drop_rate"):
+        for value in (float("nan"), float("inf")):
+            settings = TrainingSettings(data_dir=str(data_dir), weights="random", **{knob: value})
+            with pytest.raises(UserFacingError, match=f"TrainingSettings.{knob} is {value}"):
+                fine_tune(settings, log=lambda line: None)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 
 def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -98,31 +99,37 @@ def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_precision_option(
-    parser: argparse.ArgumentParser,
-    help: str = "bf16 autocasts matrix multiplications to bfloat16 (default: %(default)s)",
-    *,
-    auto: bool = False,
-) -> None:
-    """``--precision``: fp32, or bf16 autocast (``help`` says what it applies to).
+PRECISION_HELP = (
+    "compute the matrix multiplications in float32 or bfloat16 (autocast; weights, "
+    "gradients and optimizer state stay float32); auto: bfloat16 where the CPU or GPU has "
+    "native bfloat16 matrix units (Intel AMX, AVX-512 BF16, Arm BF16; NVIDIA from Ampere "
+    "on), else float32, and training says which; elsewhere bfloat16 is emulated, slower "
+    "than float32 (default: %(default)s)"
+)
+CLASSIFYING_PRECISION_HELP = (
+    "compute in float32 or bfloat16 (the weights cast once); auto: bfloat16 where the CPU "
+    "or GPU has native bfloat16 matrix units, there is enough to classify, and it gives "
+    "float32's labels on the run's validation split (checked once per run, remembered in "
+    "its folder), else float32 (default: %(default)s)"
+)
 
-    ``auto=True`` for the commands that classify with a trained model (``classify``,
-    ``evaluate``): bf16 casts the model's weights, and ``auto``, their default, picks
-    bf16 where it is faster and gives the same labels (``ch06_classification/speed/precision.py``).
+
+def add_precision_option(
+    parser: argparse.ArgumentParser, help: str | None = None, *, classifying: bool = False
+) -> None:
+    """``--precision``: fp32, bf16, or ``auto`` (the default), the same choices everywhere.
+
+    Training autocasts to bfloat16 (``PRECISION_HELP``); the commands that classify with a
+    trained model (``classifying=True``) cast its weights, and their ``auto`` also checks
+    bfloat16's labels against float32's (``ch06_classification/speed/precision.py``). ``help``
+    replaces the text.
     """
-    if not auto:
-        parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help=help)
-        return
+    default_help = CLASSIFYING_PRECISION_HELP if classifying else PRECISION_HELP
     parser.add_argument(
         "--precision",
         choices=["fp32", "bf16", "auto"],
         default="auto",
-        help=(
-            "compute in float32 or bfloat16 (the weights cast once); auto: bfloat16 where "
-            "the CPU or GPU has native bfloat16 matrix units, there is enough to classify, "
-            "and it gives float32's labels on the run's validation split (checked once per "
-            "run, remembered in its folder), else float32 (default: %(default)s)"
-        ),
+        help=help or default_help,
     )
 
 
@@ -270,12 +277,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--lora-alpha",
-        type=float,
+        type=positive_float,
         default=defaults.lora_alpha,
         help=(
-            "LoRA's update is scaled by alpha / rank, as in the book's appendix E (the "
-            "book's chapter-6 bonus script scales by alpha alone: its alpha 16 at rank 16 "
-            "is alpha 256 here) (default: %(default)s)"
+            "LoRA's update is scaled by alpha / rank (alpha above 0), as in the book's "
+            "appendix E (the book's chapter-6 bonus script scales by alpha alone: its alpha "
+            "16 at rank 16 is alpha 256 here) (default: %(default)s)"
         ),
     )
     parser.add_argument(
@@ -330,7 +337,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=positive_int,
         default=defaults.batch_size,
-        help="training messages per batch (default: %(default)s)",
+        help=(
+            "training messages per batch; a batch larger than the training split is refused, "
+            "since an epoch trains on whole batches only, as in the book (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--accumulation-steps",
@@ -339,7 +349,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=(
             "sum the gradients of N batches (each loss scaled by 1/N) before the optimizer "
-            "steps, and after the last batch of an epoch (default: %(default)s)"
+            "steps, and after the last batch of an epoch; more than an epoch's batches is "
+            "refused (default: %(default)s)"
         ),
     )
     parser.add_argument(
@@ -448,59 +459,53 @@ def split_fractions(value: str) -> str:
 
 def parse_fractions(value: str) -> tuple[float, float, float]:
     """``TRAIN,VAL,TEST`` as three floats; ``argparse.ArgumentTypeError`` unless they are
-    three numbers above 0 that sum to 1."""
-    parts = [_float(part) for part in value.split(",")]
-    if len(parts) != 3 or not all(part > 0 for part in parts) or abs(sum(parts) - 1) > 1e-6:
+    three finite numbers above 0 that sum to 1."""
+    parts = value.split(",")
+    shares = [share for part in parts if (share := _finite(float, part)) is not None and share > 0]
+    if len(parts) != 3 or len(shares) != 3 or abs(sum(shares) - 1) > 1e-6:
         raise argparse.ArgumentTypeError(
             f"expected three numbers above 0 that sum to 1, e.g. 0.7,0.1,0.2, not {value!r}"
         )
-    return parts[0], parts[1], parts[2]
+    return shares[0], shares[1], shares[2]
 
 
-def positive_int(value: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+Number = TypeVar("Number", int, float)
+
+
+def number_in_range(
+    kind: type[Number], expected: str, accepts: Callable[[Number], bool]
+) -> Callable[[str], Number]:
+    """An argparse type: a ``kind`` (``int`` or ``float``) for which ``accepts`` holds.
+
+    Anything else is refused with "expected <expected>, not '<value>'": text that is not
+    a number, and, for every option alike, NaN and infinity (``float`` reads "nan" and
+    "inf", and NaN would slip through any range check written as ``not low <= x``).
+    """
+
+    def parse(value: str) -> Number:
+        number = _finite(kind, value)
+        if number is None or not accepts(number):
+            raise argparse.ArgumentTypeError(f"expected {expected}, not {value!r}")
+        return number
+
+    return parse
+
+
+# The options' ranges, one checker each (the same object wherever an option is declared).
+positive_int = number_in_range(int, "a whole number of at least 1", lambda n: n >= 1)
+positive_float = number_in_range(float, "a number greater than 0", lambda x: x > 0)
+non_negative_float = number_in_range(float, "a number of at least 0", lambda x: x >= 0)
+dropout_rate = number_in_range(float, "a number from 0 to below 1", lambda x: 0 <= x < 1)
+probability = number_in_range(float, "a number between 0 and 1", lambda x: 0 <= x <= 1)
+
+
+def _finite(kind: type[Number], value: str) -> Number | None:
+    """``value`` read as a ``kind``, or None if it is not a finite one."""
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {value!r}")
-    return number
-
-
-def probability(value: str) -> float:
-    """An argparse type: a number between 0 and 1."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value!r}")
-    return number
-
-
-def positive_float(value: str) -> float:
-    """An argparse type: a number greater than 0."""
-    number = _float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected a number greater than 0, not {value!r}")
-    return number
-
-
-def non_negative_float(value: str) -> float:
-    """An argparse type: a number of at least 0."""
-    number = _float(value)
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, not {value!r}")
-    return number
-
-
-def dropout_rate(value: str) -> float:
-    """An argparse type: a probability of dropping, from 0 up to but not including 1."""
-    number = _float(value)
-    if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to below 1, not {value!r}")
-    return number
+        return None
+    return number if math.isfinite(number) else None
 
 
 def device_name(value: str) -> str:
@@ -515,12 +520,3 @@ def device_name(value: str) -> str:
     except UserFacingError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return value
-
-
-def _float(value: str) -> float:
-    """``value`` as a finite number, or NaN (which every range check refuses)."""
-    try:
-        number = float(value)
-    except ValueError:
-        return float("nan")
-    return number if math.isfinite(number) else float("nan")

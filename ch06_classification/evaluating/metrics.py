@@ -36,6 +36,8 @@ import sklearn.metrics
 from numpy.typing import ArrayLike
 from sklearn.exceptions import UndefinedMetricWarning
 
+from gpt.errors import UserFacingError
+
 # --- Input checks -----------------------------------------------------------------------
 
 
@@ -51,14 +53,29 @@ def _as_labels(y: ArrayLike, what: str = "y_true") -> np.ndarray:
     return labels.astype(np.int64)
 
 
+class NonFiniteScoresError(UserFacingError, ValueError):
+    """Scores that are NaN or infinite: not a caller's bug but a broken model, whose
+    weights diverged in training, say. One line at the command line, like any
+    ``UserFacingError``; still a ``ValueError`` to code that checks its inputs."""
+
+
 def _as_scores(scores: ArrayLike, n: int, what: str = "scores") -> np.ndarray:
     """``scores`` as a 1-D float array of ``n`` finite numbers."""
     values = np.asarray(scores, dtype=np.float64)
     if values.shape != (n,):
         raise ValueError(f"{what} must have shape ({n},) like the labels, got {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{what} must be finite numbers (found NaN or infinity)")
+    _check_finite(values, what)
     return values
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise NonFiniteScoresError(
+            f"{what} must be finite numbers, but {bad:,} of {values.size:,} are NaN or "
+            "infinite: the model that gave them does not compute finite numbers (its weights "
+            "may have diverged in training: retrain it with a smaller learning rate)"
+        )
 
 
 def _as_probabilities(probabilities: ArrayLike, n: int) -> np.ndarray:
@@ -285,6 +302,7 @@ def multiclass_metrics(
     scores = np.asarray(probabilities, dtype=np.float64)
     if scores.shape != (truth.size, k):
         raise ValueError(f"probabilities must have shape ({truth.size}, {k}), got {scores.shape}")
+    _check_finite(scores, "probabilities")
     predicted = scores.argmax(axis=1)
     ids = list(range(k))
     precision, recall, f1, support = sklearn.metrics.precision_recall_fscore_support(

@@ -57,16 +57,17 @@ class Experiment:
         return f"{self.number:02d}"
 
     def command(
-        self, weights: str = "pretrained", token_position: str = "last", precision: str = "fp32"
+        self, weights: str = "pretrained", token_position: str = "last", precision: str = "auto"
     ) -> list[str]:
         """The exact command line of this row (without data, device and output options)."""
         if self.baseline:
             return ["baseline", "--baselines", self.baseline]
         token = ["--token-position", token_position] if self.reads_table_token else []
-        lower = ["--precision", precision] if precision != "fp32" else []
+        # auto, train's default, is left implied: bfloat16 where the device has the units
+        chosen = ["--precision", precision] if precision != "auto" else []
         if "--weights" in self.options:  # the row is about the weights (row 10)
-            return ["train", *token, *self.options, *lower]
-        return ["train", *token, *self.options, "--weights", weights, *lower]
+            return ["train", *token, *self.options, *chosen]
+        return ["train", *token, *self.options, "--weights", weights, *chosen]
 
 
 # number, name, published train / validation / test accuracy and minutes, options. Every
@@ -124,7 +125,7 @@ SMALL_ROWS = (1, 2, 3, 4, 5, 10, 11, 13, 14, 15, 16, 17, 19)
 
 
 def describe_row(
-    row: Experiment, weights: str, token_position: str = "last", precision: str = "fp32"
+    row: Experiment, weights: str, token_position: str = "last", precision: str = "auto"
 ) -> str:
     """Three lines for ``--list``: number and name, command, published figures."""
     command = shlex.join(row.command(weights, token_position, precision))
@@ -144,7 +145,7 @@ def run_experiments(
     data_dir: str | Path = "data",
     weights: str = "pretrained",
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     weights_dir: str | None = None,
     save_checkpoints: bool = False,
     overrides: Mapping[str, Any] | None = None,
@@ -198,7 +199,7 @@ def row_settings(
     weights: str = "pretrained",
     data_dir: str | Path = "data",
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     weights_dir: str | None = None,
     token_position: str = "last",
 ) -> TrainingSettings:

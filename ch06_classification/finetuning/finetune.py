@@ -19,7 +19,11 @@ from torch.utils.data import DataLoader
 from ch06_classification.dataset import SpamDataset
 from ch06_classification.evaluating.metrics import classification_metrics
 from ch06_classification.finetuning.loaders import DataLoaders, create_data_loaders
-from ch06_classification.finetuning.loop import make_optimizer, train_classifier
+from ch06_classification.finetuning.loop import (
+    TrainingDivergedError,
+    make_optimizer,
+    train_classifier,
+)
 from ch06_classification.finetuning.model import (
     GPTClassifier,
     build_classifier,
@@ -38,6 +42,7 @@ from ch06_classification.speed.fast_path import (
     fast_path_unavailable_reason,
     prepare_fast_path,
 )
+from ch06_classification.speed.precision import training_precision
 from ch06_classification.storage.base_weights import (
     BaseWeights,
     describe_pretrained,
@@ -142,6 +147,30 @@ def resolve_max_length(context_length: str | int, model: GPTModel) -> int | None
     return length
 
 
+def check_batches(training_rows: int, batch_size: int, accumulation_steps: int) -> None:
+    """Refuse batches that do not fit the training split: a batch larger than the split, or
+    gradient accumulation over more batches than an epoch has.
+
+    An epoch trains on whole batches only (the book's training loader drops the last
+    partial one), so a larger batch would leave every epoch empty and save an untrained
+    model; and an update that divides by more batches than it adds up is scaled down.
+    """
+    if batch_size > training_rows:
+        raise UserFacingError(
+            f"--batch-size {batch_size} is larger than the training split "
+            f"({training_rows:,} messages): an epoch trains on whole batches only, so it would "
+            f"train on nothing; use a --batch-size of at most {training_rows:,}"
+        )
+    batches = training_rows // batch_size
+    if accumulation_steps > batches:
+        raise UserFacingError(
+            f"--accumulation-steps {accumulation_steps} is more than the {batches:,} batches "
+            f"of an epoch ({training_rows:,} training messages, {batch_size} per batch): an "
+            f"update would sum the gradients of {batches:,} batches, each scaled by "
+            f"1/{accumulation_steps}; use at most {batches:,}"
+        )
+
+
 def fine_tune(
     settings: TrainingSettings, log: Callable[[str], None] = print, progress: bool = True
 ) -> TrainingResult:
@@ -151,15 +180,31 @@ def fine_tune(
     Under torchrun (see distributed.py), once ``training_processes`` has joined the
     processes, each trains on its piece of every batch and only rank 0 prints; every
     process returns the same result.
+
+    Precision ``auto`` becomes float32 or bfloat16 here, for this device
+    (``precision.training_precision``), and the result's settings record the one used.
+    Settings that cannot train (a NaN, batches that do not fit the training split) are a
+    ``UserFacingError`` before the model is built; a loss or final outputs that become NaN
+    or infinite, a ``TrainingDivergedError``.
     """
+    settings.check()
     world = current_world()  # this process alone, unless torchrun started several
     if not world.is_main:
         log, progress = (lambda line: None), False
-    check_training_splits(settings.data_dir)  # bad data fails now, not after loading GPT-2
+    # Bad data, or batches that do not fit it, fail now, not after loading GPT-2.
+    training_rows = check_training_splits(settings.data_dir)
     class_names = read_class_names(settings.data_dir)  # the head has one output per class
     world.check_batch_size(settings.batch_size, settings.no_padding)
+    check_batches(
+        training_rows,
+        1 if settings.no_padding else settings.batch_size,
+        settings.accumulation_steps,
+    )
     reuse_freed_memory()  # every step allocates the same tensors: keep their pages warm
     device = world.device or pick_device(settings.device)
+    # "auto" is decided once, here: the run records the precision it trained in.
+    precision = training_precision(settings.precision, device)
+    settings = replace(settings, precision=precision.precision)
     tokenizer = get_tokenizer()
     overrides = dict(settings.config_overrides)
     if settings.disable_causal_mask:
@@ -236,6 +281,7 @@ def fine_tune(
     if at_classified_token:
         description += "; the last block at the classified token only"
     log(f"Training path: {path} ({description})")
+    log(f"Precision: {precision.describe()}")
 
     model.to(device)
     recipe_start = time.perf_counter()
@@ -296,6 +342,7 @@ def fine_tune(
     for split, loader in zip(("train", "validation", "test"), every_example, strict=True):
         with autocast(device, settings.precision):
             logits, labels = world.collect_logits(loader, trainee, device)
+        check_finite_outputs(logits, split, settings.lr)
         # calc_accuracy_loader's count, from the same pass that gives the other metrics
         accuracies[split] = (logits.argmax(dim=-1) == labels).sum().item() / len(labels)
         probabilities = torch.softmax(logits.float(), dim=-1).numpy()
@@ -342,6 +389,23 @@ def fine_tune(
         processes=world.size,
         training_texts=train_dataset.data["Text"].tolist(),
     )
+
+
+SPLIT_WORDS = {"train": "training"}  # a split's name in a sentence, where it differs
+
+
+def check_finite_outputs(logits: torch.Tensor, split: str, lr: float) -> None:
+    """Refuse a trained model whose outputs are NaN or infinite. Training stops on such a
+    loss at the step after the update that caused it; the last update, which no step
+    follows, shows here."""
+    rows = int((~torch.isfinite(logits)).any(dim=-1).sum())
+    if rows:
+        raise TrainingDivergedError(
+            f"the trained model's outputs are NaN or infinite for {rows:,} of the "
+            f"{len(logits):,} {SPLIT_WORDS.get(split, split)} messages, so nothing was "
+            "saved: the learning rate "
+            f"{lr:g} is likely too high"
+        )
 
 
 def in_order(loader: DataLoader) -> DataLoader:

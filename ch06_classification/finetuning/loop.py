@@ -10,6 +10,8 @@ Each step is the book's (``calc_loss_batch``, ``evaluate_model``'s losses every
   an epoch's last batch: the update of a batch N times larger, in the memory of one;
 - ``world``: several processes under torchrun, ``model`` wrapped in DDP, the loaders
   sharded; every evaluation counts every process's examples;
+- a loss that is NaN or infinite stops training at once (:func:`check_finite_loss`),
+  before its gradients reach the weights: the book's loop would train on it;
 - log lines with the examples seen and the seconds spent, through ``log``.
 
 With none of these (float32, N=1, one process) it computes exactly what
@@ -19,6 +21,7 @@ lists against it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,7 @@ from ch06_classification.training import (
     calc_loss_loader,
     unpack_batch,
 )
+from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
     from ch06_classification.speed.distributed import World
@@ -66,6 +70,7 @@ def train_classifier(
         loss_of, accuracy_of = world.calc_loss_loader, world.calc_accuracy_loader
     device = torch.device(device)
     start = time.perf_counter()
+    updated = False  # whether the optimizer has changed the weights yet
     for epoch in range(num_epochs):
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -79,10 +84,12 @@ def train_classifier(
             examples = target_batch.shape[0]
             if world is not None:  # this process's piece of the batch, weighed for DDP
                 loss, examples = world.weigh_loss(loss, examples)
+            check_finite_loss(loss, history.steps, epoch, optimizer, updated, world)
             (loss / accumulation_steps).backward()
             if (batch_index + 1) % accumulation_steps == 0 or batch_index + 1 == num_batches:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                updated = True
             history.examples_seen += examples
             history.steps += 1
 
@@ -120,6 +127,48 @@ def train_classifier(
         )
     history.seconds = time.perf_counter() - start
     return history
+
+
+class TrainingDivergedError(UserFacingError):
+    """The training loss, or the trained model's outputs, became NaN or infinite: the run
+    would learn nothing from there on."""
+
+
+def check_finite_loss(
+    loss: torch.Tensor,
+    step: int,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    updated: bool,
+    world: World | None = None,
+) -> None:
+    """Stop training on a NaN or infinite loss (``step`` and ``epoch`` counted from 0),
+    before its gradients reach the weights, with the likely cause.
+
+    A NaN gradient turns every trained weight into NaN at the next optimizer step, and
+    every later loss and prediction with it: training on would only spend the time and
+    then save a model that predicts nothing. Checking costs one look at the loss per step
+    (on a GPU, a wait for the step's forward pass). With several processes, every process
+    stops if any one's loss is not finite.
+    """
+    finite = bool(torch.isfinite(loss.detach()).item())
+    if world is not None:
+        finite = world.all_agree(finite)
+    if finite:
+        return
+    if updated:  # the loss was finite before the updates: they blew the weights up
+        cause = f"the learning rate {optimizer.param_groups[0]['lr']:g} is likely too high"
+    else:
+        cause = (
+            "that is before any update, so the starting model itself gives it (weights "
+            "that are not finite numbers, or scaled up too far)"
+        )
+    value = loss.detach().item()  # this process's: another's may be the one not finite
+    became = str(value) if not math.isfinite(value) else "NaN or infinite"
+    raise TrainingDivergedError(
+        f"the training loss became {became} at step {step} (epoch {epoch + 1}), so training "
+        f"stopped and nothing was saved: {cause}"
+    )
 
 
 def make_optimizer(

@@ -8,8 +8,11 @@ not pay for importing the training code (pandas, scikit-learn) to do it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from gpt.errors import UserFacingError
 
 
 @dataclass
@@ -37,7 +40,9 @@ class TrainingSettings:
     eval_iter: int = 5
     seed: int = 123
     device: str = "auto"
-    precision: str = "fp32"  # or "bf16"
+    # "fp32", "bf16", or "auto": bfloat16 where the device has native bfloat16 units, else
+    # float32 (fine_tune records the one it chose).
+    precision: str = "auto"
     fast_path: str = "auto"  # "on", "off" (the book's way), or "auto" (fast where exact)
     data_dir: str = "data"
     # Store every tensor instead of only the trained ones plus a record of the base weights.
@@ -47,3 +52,13 @@ class TrainingSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check(self) -> None:
+        """Refuse a number that is NaN or infinite (a NaN ``lora_alpha`` or ``lr`` trains on
+        a NaN loss); the command line's options refuse them when parsed."""
+        for knob in fields(self):
+            value = getattr(self, knob.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserFacingError(
+                    f"TrainingSettings.{knob.name} is {value}: it must be a finite number"
+                )

@@ -421,20 +421,23 @@ def read_split(path: Path, class_names: Sequence[str] | None = None) -> pd.DataF
         return _parse_split(raw, class_names)
 
 
-def check_training_splits(data_dir: str | Path) -> None:
-    """Read and check the training, validation and test CSVs before training spends time.
+def check_training_splits(data_dir: str | Path) -> int:
+    """Read and check the training, validation and test CSVs before training spends time;
+    returns how many messages the training split holds.
 
     Beyond what :func:`read_split` checks, the training split must hold every class:
     a classifier never shown a spam message cannot learn what spam is.
     """
     data_dir = Path(data_dir)
     path = data_dir / SPLIT_FILES["train"]
-    labels = set(read_split(path)["Label"])
+    train = read_split(path)
+    labels = set(train["Label"])
     for class_id, name in enumerate(read_class_names(data_dir)):
         if class_id not in labels:
             raise DataError(f"{path}: no {name} message ({class_id}): nothing to learn it from")
     for name in ("validation", "test"):
         read_split(data_dir / SPLIT_FILES[name])
+    return len(train)
 
 
 def _parse_split(raw: bytes, class_names: Sequence[str] = CLASS_NAMES) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Which precision a trained classifier runs in: float32, bfloat16, or ``auto``.
+"""Which precision training and a trained classifier run in: float32, bfloat16, or ``auto``.
 
 bfloat16 keeps float32's range with 8 bits of mantissa instead of 24. Where a device has
 native bfloat16 matrix units (``devices.native_bf16``) its matrix multiplications run
@@ -20,6 +20,13 @@ converted again for each batch.
    folder (``precision-check.json``), so later commands do not redo it.
 
 Otherwise float32. Either way the choice comes with its reason, which the commands print.
+
+Training's ``auto`` (the default of ``train`` and of every experiment row) needs only the
+units (2.): training autocasts, so there is no cast of the weights to pay for, and no
+trained model yet to check against (``training_precision``). A ``bf16`` asked for where
+the units are missing is taken as asked, with a warning: on an AMD EPYC with AVX2 only,
+bfloat16 matrix products ran at about 1 GFLOP/s, and training took 7x as long as in
+float32.
 """
 
 from __future__ import annotations
@@ -58,6 +65,35 @@ class PrecisionChoice:
     def describe(self) -> str:
         """E.g. ``bfloat16 (this CPU's AVX-512 BF16 instructions; ...)``."""
         return f"{NAMES[self.precision]} ({self.reason})"
+
+
+def training_precision(requested: str, device: torch.device) -> PrecisionChoice:
+    """The precision to train in on ``device``: ``requested``, or for ``auto`` bfloat16
+    where the device has native bfloat16 matrix units and float32 elsewhere.
+
+    The reason of a ``bf16`` that the device would emulate says so: it is slower than float32.
+    """
+    unit = native_bf16(device)
+    if requested == "fp32":
+        return PrecisionChoice("fp32", "as asked with --precision")
+    if requested == "bf16":
+        if unit is not None:
+            return PrecisionChoice("bf16", f"as asked with --precision; {unit}")
+        return PrecisionChoice(
+            "bf16",
+            f"as asked with --precision, but this {device.type} has no native bfloat16 "
+            "matrix units: PyTorch emulates bfloat16, so training runs slower than in "
+            "float32, several times slower on a CPU; --precision auto or fp32 avoids it",
+        )
+    if requested != "auto":
+        raise ValueError(f"precision must be one of {CHOICES}, not {requested!r}")
+    if unit is None:
+        return PrecisionChoice(
+            "fp32",
+            f"--precision auto: no native bfloat16 matrix units on this {device.type}, where "
+            "bfloat16 would be emulated and slower",
+        )
+    return PrecisionChoice("bf16", f"--precision auto: {unit}")
 
 
 @dataclass(frozen=True)

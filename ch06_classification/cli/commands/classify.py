@@ -114,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of the label, for a run of more than two classes)",
     )
     add_device_option(parser)
-    add_precision_option(parser, auto=True)
+    add_precision_option(parser, classifying=True)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

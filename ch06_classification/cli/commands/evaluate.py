@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_run_dir_option(parser)
     add_data_dir_option(parser)
     add_device_option(parser)
-    add_precision_option(parser, auto=True)
+    add_precision_option(parser, classifying=True)
     add_classifying_options(parser)
     parser.add_argument(
         "--overwrite",

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ch06_classification.cli.options import (
+    PRECISION_HELP,
     add_data_dir_option,
     add_device_option,
     add_precision_option,
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_dir_option(parser)
     add_sms_source_option(parser)
     add_device_option(parser)
-    add_precision_option(parser, help="for every row (default: %(default)s)")
+    add_precision_option(parser, help=f"for every row, as in train: {PRECISION_HELP}")
     parser.add_argument(
         "--out-dir",
         type=Path,
