@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gpt.tokenizer import END_OF_TEXT_ID
+from gpt.tokenizer import END_OF_TEXT_ID, encode_message
 
 Padding = Literal["fixed", "batch"]
 
@@ -26,15 +26,6 @@ class Example(NamedTuple):
     input_ids: Tensor  # [T] int64
     label: Tensor  # [] int64
     length: Tensor  # [] int64, number of real tokens at the start of input_ids
-
-
-def encode_message(tokenizer: tiktoken.Encoding, text: str) -> list[int]:
-    """A message's GPT-2 token ids.
-
-    An SMS is untrusted text: if one contains ``<|endoftext|>``, that is encoded as the
-    characters it is, not as the special token (tiktoken would otherwise refuse it).
-    """
-    return tokenizer.encode(text, disallowed_special=())
 
 
 class SpamDataset(Dataset):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
-
-import requests
 
 URL = "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip"
 SOURCE_ENV_VAR = "SMS_SPAM_SOURCE"  # a copy of the zip, for a machine without internet
@@ -45,14 +45,14 @@ def download_and_unzip_spam_data(
         else:
             # Downloading the file
             try:
-                response = requests.get(url, timeout=60)
-                response.raise_for_status()
-            except requests.RequestException as error:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    zip_path.write_bytes(response.read())
+            except (urllib.error.URLError, TimeoutError) as error:
+                zip_path.unlink(missing_ok=True)
                 raise ConnectionError(
                     f"could not download {url} ({error}); without internet, pass "
                     f"source='path/to/sms_spam_collection.zip' or set {SOURCE_ENV_VAR}"
                 ) from None
-            zip_path.write_bytes(response.content)
 
     # Unzipping the file
     with zipfile.ZipFile(zip_path, "r") as zip_ref:

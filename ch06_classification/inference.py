@@ -13,10 +13,9 @@ import tiktoken
 import torch
 
 from ch06_classification.classifier import CLASS_NAMES, DISPLAY_NAMES
-from ch06_classification.dataset import encode_message
 from ch06_classification.training import classification_logits
 from gpt.model import GPTModel
-from gpt.tokenizer import END_OF_TEXT_ID
+from gpt.tokenizer import END_OF_TEXT_ID, encode_message
 
 
 def classify_review(

@@ -111,3 +111,12 @@ def _read_checked(path: Path) -> str:
             "restore it from the repository (git checkout -- gpt/bpe)"
         )
     return data.decode("utf-8")
+
+
+def encode_message(tokenizer: tiktoken.Encoding, text: str) -> list[int]:
+    """The GPT-2 token ids of a text someone else wrote.
+
+    Untrusted text may contain ``<|endoftext|>``: that is encoded as the characters it is,
+    not as the special token (tiktoken would otherwise refuse it).
+    """
+    return tokenizer.encode(text, disallowed_special=())

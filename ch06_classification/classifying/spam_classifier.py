@@ -18,7 +18,6 @@ import numpy as np
 import tiktoken
 import torch
 
-from ch06_classification.dataset import encode_message
 from ch06_classification.finetuning.model import needs_fixed_padding
 from ch06_classification.speed.batching import batches_by_length, pad_right
 from ch06_classification.speed.devices import DTYPES, pick_device, reuse_freed_memory
@@ -31,7 +30,7 @@ from ch06_classification.storage.checkpoint import (
 from gpt.errors import UserFacingError
 from gpt.lora import merge_lora
 from gpt.model import GPTModel
-from gpt.tokenizer import get_tokenizer
+from gpt.tokenizer import encode_message, get_tokenizer
 
 
 class EmptyMessageError(UserFacingError, ValueError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -30,11 +31,13 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from ch06_classification.classifier import classified_positions
-from ch06_classification.dataset import SpamDataset
 from ch06_classification.finetuning.model import first_trainable_block, positions_in_batch
 from ch06_classification.speed.batching import batches_by_length, pad_right
 from ch06_classification.speed.devices import autocast
 from gpt.model import GPTModel, TransformerBlock
+
+if TYPE_CHECKING:  # pandas, which SpamDataset reads with, is no import for classifying
+    from ch06_classification.dataset import SpamDataset
 
 
 def fast_path_unavailable_reason(model: GPTModel) -> str | None:

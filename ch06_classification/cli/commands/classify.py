@@ -228,7 +228,7 @@ def encode_messages(
 
 def was_cut(classifier: SpamClassifier, text: str, ids: Sequence[int]) -> bool:
     """Whether the model read only the start of ``text``."""
-    from ch06_classification.dataset import encode_message
+    from gpt.tokenizer import encode_message
 
     # Only a message that fills the limit can have been cut: re-encode just those.
     at_limit = len(ids) == classifier.max_tokens
