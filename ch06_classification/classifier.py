@@ -16,9 +16,9 @@ from torch import nn
 
 from ch06_classification.datafiles import CLASS_NAMES
 from gpt.config import GPTConfig, get_config
+from gpt.loading import load_pretrained_gpt
 from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters
-from gpt.weights import load_pretrained_gpt
 
 # How the book's classify_review displays the SMS classes (ham as "not spam"); any other
 # class is displayed by its name.

@@ -30,6 +30,7 @@ from ch06_classification.dataset import encode_message
 from ch06_classification.devices import pick_device, reuse_freed_memory
 from ch06_classification.fast_path import classify_logits
 from gpt.errors import UserFacingError
+from gpt.fast_attention import use_fast_attention
 from gpt.lora import merge_lora
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID, get_tokenizer
@@ -152,6 +153,7 @@ class SpamClassifier:
         if precision == "bf16":
             self._float32_weights = self.model.state_dict()  # the tensors, not copies
             self.model.to(DTYPES["bf16"])
+            use_fast_attention(self.model)  # faster on a CPU in bfloat16; the same elsewhere
         else:
             self.model.load_state_dict(self._float32_weights, assign=True)
             self._float32_weights = None

@@ -100,7 +100,8 @@ def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     """About how large a classifier's checkpoint will be: every tensor, or with
     ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
     from ch06_classification.classifier import add_classification_head, trained_parameter_names
-    from gpt.model import GPTModel, skip_init
+    from gpt.loading import skip_init
+    from gpt.model import GPTModel
 
     with torch.device("meta"), skip_init():  # shapes only: nothing allocated or drawn
         model = add_classification_head(GPTModel(cfg))
