@@ -194,7 +194,7 @@ def stand_in_weights(preset: str, folder: Path, **config_overrides: Any) -> Path
     from ch06_classification.finetuning.settings import TrainingSettings
     from ch06_classification.storage.base_weights import describe_pretrained
     from gpt.config import get_config
-    from gpt.weights import openai_state_dict
+    from gpt.loading import openai_state_dict
 
     path = folder / f"{preset}.safetensors"
     folder.mkdir(parents=True, exist_ok=True)

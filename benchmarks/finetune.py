@@ -89,7 +89,8 @@ def trained_parameters(model: str) -> int:
     """Parameters the default recipe trains (last block, final norm, 2-way head), counted
     on a model built without storage."""
     from ch06_classification.finetuning.model import build_classifier
-    from gpt.model import count_parameters, skip_init
+    from gpt.loading import skip_init
+    from gpt.model import count_parameters
 
     with torch.device("meta"), skip_init():
         classifier = build_classifier(model, "random")

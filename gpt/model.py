@@ -16,8 +16,7 @@ as the book's model does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -38,11 +37,12 @@ class LayerNorm(nn.Module):
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:  # the formula below, in one pass over memory
-            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2 (and nn.LayerNorm)
-        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+        if not self.fused:
+            mean = x.mean(dim=-1, keepdim=True)
+            var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as GPT-2's
+            return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+        # The same formula in one pass over memory.
+        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
 
 
 class GELU(nn.Module):
@@ -53,9 +53,9 @@ class GELU(nn.Module):
         self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:  # the formula below, in one pass over memory
-            return F.gelu(x, approximate="tanh")
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        if not self.fused:
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+        return F.gelu(x, approximate="tanh")  # the same formula in one pass over memory
 
 
 class FeedForward(nn.Module):
@@ -73,26 +73,11 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
-def causal_mask(
-    num_tokens: int,
-    device: torch.device | str | None = None,
-    num_queries: int | None = None,
-    first_query: int = 0,
-) -> torch.Tensor:
+def causal_mask(num_tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
     """[num_tokens, num_tokens], True above the diagonal: where a token would look at a
-    later one, which causal attention forbids.
-
-    For a block of ``num_queries`` queries at positions ``first_query``, ... (keys still
-    ``0..num_tokens-1``), the matching rows: [num_queries, num_tokens].
-    """
-    rows = num_tokens if num_queries is None else num_queries
-    ones = torch.ones(rows, num_tokens, dtype=torch.bool, device=device)
-    return ones.triu(diagonal=first_query + 1)
-
-
-# Queries per block of the spelled-out causal attention: on a CPU in bfloat16, 128 was the
-# fastest of 128, 256 and 512 for 512 to 1,024 tokens.
-QUERY_BLOCK = 128
+    later one, which causal attention forbids."""
+    ones = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device)
+    return ones.triu(diagonal=1)
 
 
 class MultiHeadAttention(nn.Module):
@@ -127,28 +112,33 @@ class MultiHeadAttention(nn.Module):
         self.register_load_state_dict_pre_hook(_accept_book_mask)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, tokens, d_out] -> [batch, heads, tokens, head_dim]."""
+        """(b, tokens, d_out) -> (b, heads, tokens, head_dim)."""
         b, num_tokens, _ = x.shape
         return x.view(b, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
     def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """[batch, heads, tokens, head_dim] -> [batch, tokens, d_out]."""
+        """(b, heads, tokens, head_dim) -> (b, tokens, d_out)."""
         b, _, num_tokens, _ = x.shape
         return x.transpose(1, 2).contiguous().view(b, num_tokens, self.d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        queries = self.split_heads(self.W_query(x))
-        keys = self.split_heads(self.W_key(x))
-        values = self.split_heads(self.W_value(x))
         num_tokens = x.shape[1]
+        queries = self.split_heads(self.W_query(x))  # (b, heads, tokens, head_dim)
+        keys = self.split_heads(self.W_key(x))  # (b, heads, tokens, head_dim)
+        values = self.split_heads(self.W_value(x))  # (b, heads, tokens, head_dim)
 
-        # PyTorch's fused kernel computes exactly the masked softmax below without
-        # materialising the [tokens x tokens] score matrix. But on a CPU in bfloat16 the
-        # spelled-out products are faster (PyTorch 2.x, measured on gpt2-small's shapes):
-        # ~3x in the backward pass, ~2x forward for messages of tens of tokens, and still
-        # ~1.4x for 1,024 tokens once computed in blocks of queries (below).
-        spelled_out_is_faster = x.device.type == "cpu" and queries.dtype == torch.bfloat16
-        if self.fused and not spelled_out_is_faster:
+        if not self.fused:  # the lesson, step by step
+            attn_scores = queries @ keys.transpose(2, 3)  # (b, heads, tokens, tokens)
+            if self.causal:  # a token may not attend to the tokens after it
+                mask = causal_mask(num_tokens, x.device)
+                attn_scores = attn_scores.masked_fill(mask, float("-inf"))
+            attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
+            attn_weights = self.dropout(attn_weights)
+            context = attn_weights @ values  # (b, heads, tokens, head_dim)
+        else:
+            # The same masked, scaled softmax in one PyTorch kernel, which never materialises
+            # the (tokens x tokens) scores. (On a CPU in bfloat16 the steps above are faster:
+            # gpt/fast_attention.py.)
             context = F.scaled_dot_product_attention(
                 queries,
                 keys,
@@ -156,48 +146,7 @@ class MultiHeadAttention(nn.Module):
                 dropout_p=self.dropout.p if self.training else 0.0,
                 is_causal=self.causal,
             )
-        elif self.causal and spelled_out_is_faster and num_tokens > QUERY_BLOCK:
-            # Under the causal mask, the queries at positions s..e-1 see keys 0..e-1 only.
-            # Taken a block of queries at a time, the scores above the diagonal are then
-            # mostly never computed (for 1,024 tokens, 7/16 of them are skipped), and each
-            # block's scores are small enough for the allocator to reuse their memory.
-            context = torch.cat(
-                [
-                    self.attend(
-                        queries[:, :, start : start + QUERY_BLOCK],
-                        keys[:, :, : start + QUERY_BLOCK],
-                        values[:, :, : start + QUERY_BLOCK],
-                        first_query=start,
-                    )
-                    for start in range(0, num_tokens, QUERY_BLOCK)
-                ],
-                dim=2,
-            )
-        else:
-            context = self.attend(queries, keys, values)
-        return self.out_proj(self.merge_heads(context))
-
-    def attend(
-        self,
-        queries: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-        first_query: int = 0,
-    ) -> torch.Tensor:
-        """The lesson: scores, causal mask, scaled softmax, weighted sum of values.
-
-        [batch, heads, queries, head_dim] -> the same; the queries are the positions
-        ``first_query``, ... of the keys (all of them, from 0, unless computing in blocks)."""
-        attn_scores = queries @ keys.transpose(2, 3)
-        # (The book keeps the mask as a buffer; building it here costs nothing.)
-        if self.causal:
-            mask = causal_mask(
-                keys.shape[2], queries.device, num_queries=queries.shape[2], first_query=first_query
-            )
-            attn_scores = attn_scores.masked_fill(mask, float("-inf"))
-        attn_weights = torch.softmax(attn_scores / self.head_dim**0.5, dim=-1)
-        attn_weights = self.dropout(attn_weights)
-        return attn_weights @ values
+        return self.out_proj(self.merge_heads(context))  # (b, tokens, d_out)
 
 
 def _accept_book_mask(
@@ -243,13 +192,10 @@ class TransformerBlock(nn.Module):
 
 
 # How a freshly built model draws its random weights (pretrained weights replace them):
-#   book  PyTorch's default initialisation of every layer, and an output head of its own:
-#         the book's GPTModel of chapter 4, number for number (163,009,536 parameters for
-#         the book's GPT_CONFIG_124M).
-#   gpt2  GPT-2's own scheme: every weight normal with std 0.02, and the output head tied
-#         to the token embedding, as GPT-2 has it (124,439,808 parameters for gpt2-small).
-#         A far better starting point than PyTorch's default for a 50,257 x 768 embedding,
-#         and the one a classifier fine-tuned from random weights starts from.
+#   book  PyTorch's defaults and an output head of its own: the book's chapter-4 model,
+#         number for number (163,009,536 parameters for GPT_CONFIG_124M).
+#   gpt2  GPT-2's: every weight N(0, 0.02), the head tied to the token embedding (124,439,808
+#         for gpt2-small); a far better start than an embedding drawn from N(0, 1).
 INITS = ("book", "gpt2")
 
 
@@ -319,51 +265,6 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-
-@contextmanager
-def skip_init() -> Iterator[None]:
-    """Build modules without drawing their initial weights (``torch.nn.init`` does nothing).
-
-    For modules built on PyTorch's "meta" device, whose tensors hold no numbers to draw:
-    PyTorch would still run each initialiser there, and its meta ``normal_`` imports
-    PyTorch's compiler on first use (seconds on a small CPU). Hugging Face's
-    ``no_init_weights`` does the same. Not thread-safe: it swaps functions of a module.
-    """
-    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "constant_")
-    saved = {name: getattr(nn.init, name) for name in names}
-    try:
-        for name in names:
-            setattr(nn.init, name, _leave_as_is)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(nn.init, name, function)
-
-
-def _leave_as_is(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-    return tensor
-
-
-def gpt_skeleton(cfg: GPTConfig) -> GPTModel:
-    """A tied ``GPTModel`` with its shapes and no storage ("meta"): nothing allocated, no
-    random number drawn, not even for the 50,257-way head. Fill it with
-    ``load_state_dict(tensors, assign=True)``, which takes the tensors as they are."""
-    with torch.device("meta"), skip_init():
-        return GPTModel(cfg, init="gpt2")  # tied, as the released weights are
-
-
-def uninitialized_gpt(cfg: GPTConfig) -> GPTModel:
-    """A ``GPTModel`` whose weights are left uninitialised, to be overwritten by a load.
-
-    Drawing 124M (or 1.5B) random numbers only to replace them takes seconds; building the
-    model on PyTorch's "meta" device (shapes, no storage) and then allocating empty
-    storage skips that.
-    """
-    model = gpt_skeleton(cfg)
-    model.to_empty(device="cpu")
-    model.out_head.weight = model.tok_emb.weight  # to_empty gives shared weights separate storage
-    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

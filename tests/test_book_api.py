@@ -669,15 +669,11 @@ def test_download_and_unzip_spam_data_offline_names_the_argument_and_variable(
     assert len(read_sms_spam(paths[2])) == 5574
 
 
-def test_download_and_load_gpt2_finds_weights_like_the_pipeline_and_checks_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_download_and_load_gpt2_checks_the_file_against_the_settings(tmp_path: Path) -> None:
     cfg = GPTConfig(vocab_size=97, context_length=16, **TINY_SHAPE)
-    write_openai_checkpoint(hf_gpt2(cfg), tmp_path / "elsewhere" / "model.safetensors")
-    # No copy in models_dir: the weights are found as the pipeline finds them (here the
-    # folder GPT2_WEIGHTS_DIR names), and the settings are the released size's.
-    monkeypatch.setenv("GPT2_WEIGHTS_DIR", str(tmp_path / "elsewhere"))
-    found = r"elsewhere/model\.safetensors holds 2 blocks, but the settings say 12"
+    write_openai_checkpoint(hf_gpt2(cfg), tmp_path / "gpt2" / "124M" / "model.safetensors")
+    # No hparams.json beside the weights: the settings are the released size's (12 blocks).
+    found = r"124M/model\.safetensors holds 2 blocks, but the settings say 12"
     with pytest.raises(WeightsError, match=found):
         download_and_load_gpt2("124M", tmp_path / "gpt2")
     with pytest.raises(WeightsError, match="model_size '125M' is not one of 124M, 355M"):

@@ -75,11 +75,11 @@ def test_the_readmes_offline_command_needs_nothing_cached(tmp_path: Path) -> Non
 
 
 def test_train_reports_every_missing_prerequisite_at_once(tmp_path, monkeypatch, capsys):
-    import gpt.weights
+    import gpt.hub
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GPT2_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(gpt.weights, "cached_weights", lambda preset, cache_dir=None: None)
+    monkeypatch.setattr(gpt.hub, "cached_weights", lambda preset, cache_dir=None: None)
     monkeypatch.setenv("MAKELEVEL", "1")  # run by `make pipeline`: options go in ARGS="..."
     (tmp_path / "data").mkdir()
 

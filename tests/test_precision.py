@@ -5,6 +5,7 @@ on any machine)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from ch06_classification.speed.precision import (
     set_classifier_precision,
 )
 from ch06_classification.storage.runs import save_training_run
+from gpt.fast_attention import FastMultiHeadAttention
+from gpt.model import MultiHeadAttention
 from tests.synthetic_splits import write_synthetic_splits
 
 TINY = {"emb_dim": 32, "n_layers": 3, "n_heads": 4, "context_length": 64}
@@ -62,6 +65,8 @@ def test_bfloat16_casts_the_weights_once_and_keeps_float32s_labels(run) -> None:
     bf16 = classifier.predict_proba(texts)
 
     assert {p.dtype for p in classifier.model.parameters()} == {torch.bfloat16}
+    # ... and attention switched to its variant for bfloat16 on a CPU (tests/test_fast_attention.py)
+    assert all(isinstance(b.att, FastMultiHeadAttention) for b in classifier.model.trf_blocks)
     confident = np.abs(fp32[:, 1] - 0.5) > 0.05  # the easy messages: a clear answer
     assert confident.sum() >= len(texts) // 2
     np.testing.assert_array_equal(bf16[confident].argmax(1), fp32[confident].argmax(1))
@@ -244,3 +249,13 @@ def test_an_explicit_training_precision_is_taken_as_asked(
         choice = precision.training_precision(asked, CPU)
         assert choice.precision == asked
         assert ("slower" in choice.reason) == (asked == "bf16" and units is None)
+
+
+def test_training_in_bfloat16_uses_the_fast_attention(tmp_path: Path) -> None:
+    data_dir = write_synthetic_splits(tmp_path / "data", sizes=(16, 8, 8))
+    settings = TrainingSettings(
+        weights="random", data_dir=str(data_dir), epochs=1, config_overrides=TINY
+    )
+    for asked, attention in (("fp32", MultiHeadAttention), ("bf16", FastMultiHeadAttention)):
+        result = fine_tune(replace(settings, precision=asked), log=lambda line: None)
+        assert {type(block.att) for block in result.model.trf_blocks} == {attention}

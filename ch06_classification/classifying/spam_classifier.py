@@ -28,6 +28,7 @@ from ch06_classification.storage.checkpoint import (
     save_checkpoint_folder,
 )
 from gpt.errors import UserFacingError
+from gpt.fast_attention import use_fast_attention
 from gpt.lora import merge_lora
 from gpt.model import GPTModel
 from gpt.tokenizer import encode_message, get_tokenizer
@@ -112,6 +113,7 @@ class SpamClassifier:
         if precision == "bf16":
             self._float32_weights = self.model.state_dict()  # the tensors, not copies
             self.model.to(DTYPES["bf16"])
+            use_fast_attention(self.model)  # faster on a CPU in bfloat16; the same elsewhere
         else:
             self.model.load_state_dict(self._float32_weights, assign=True)
             self._float32_weights = None

@@ -87,7 +87,7 @@ def add_weights_option(
 
 def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
     """``--weights-dir``: local OpenAI weights instead of the download."""
-    from gpt.weights import WEIGHTS_DIR_ENV
+    from gpt.hub import WEIGHTS_DIR_ENV
 
     parser.add_argument(
         "--weights-dir",
@@ -135,7 +135,7 @@ def add_precision_option(
 
 def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
     """``--weights-dir`` for commands that load a trained model: where its base weights are."""
-    from gpt.weights import WEIGHTS_DIR_ENV
+    from gpt.hub import WEIGHTS_DIR_ENV
 
     parser.add_argument(
         "--weights-dir",

@@ -79,7 +79,8 @@ def splits_problem(data_dir: Path, splits: tuple[str, ...] = ("train", "validati
 def weights_problem(preset: str, weights: str, weights_dir: str | Path | None) -> str | None:
     """OpenAI's weights for ``preset``, unless training starts from random ones: in the
     folder given by ``--weights-dir`` (or ``GPT2_WEIGHTS_DIR``), else in the download cache."""
-    from gpt.weights import WEIGHTS_DIR_ENV, WeightsError, cached_weights, find_local_weights
+    from gpt.hub import WEIGHTS_DIR_ENV, cached_weights, find_local_weights
+    from gpt.weights import WeightsError
 
     if weights == "random":
         return None
@@ -139,7 +140,7 @@ def source_problem(source: str | Path | None, given_as: str = "--sms-source") ->
 def local_files_problems(args) -> list[str | None]:
     """The local files ``download`` (and ``pipeline``) are told to use instead of the
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
-    from gpt.weights import WEIGHTS_DIR_ENV
+    from gpt.hub import WEIGHTS_DIR_ENV
 
     fetches_no_dataset = (
         getattr(args, "weights_only", False)  # download --weights-only

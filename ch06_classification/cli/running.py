@@ -52,16 +52,16 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
 def error_message(error: UserFacingError) -> str:
     """What to print for ``error``: its message, or, where the ``gpt`` package (which knows
     nothing of this command) says how to fix it from Python, how to fix it here."""
-    # An error of gpt.weights can only come from a run that imported it: no need to load
+    # An error of gpt.hub can only come from a run that imported it: no need to load
     # PyTorch to print any other error.
-    weights = sys.modules.get("gpt.weights")
-    if weights is not None and isinstance(error, weights.WeightsDownloadError):
+    hub = sys.modules.get("gpt.hub")
+    if hub is not None and isinstance(error, hub.WeightsDownloadError):
         from ch06_classification.storage.datafiles import option
 
         return (
-            f"{error.failure}; to use weights you already have, put {weights.WEIGHTS_FILENAME} "
+            f"{error.failure}; to use weights you already have, put {hub.WEIGHTS_FILENAME} "
             f"in a folder and pass {option('--weights-dir FOLDER')} (or set "
-            f"{weights.WEIGHTS_DIR_ENV}=FOLDER), or start from random weights with "
+            f"{hub.WEIGHTS_DIR_ENV}=FOLDER), or start from random weights with "
             f"{option('--weights random')}"
         )
     return str(error)

@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, ClassifierInfo
 from ch06_classification.storage.datafiles import atomic_output, id2label
 from gpt.errors import UserFacingError
+from gpt.loading import openai_state_dict
 from gpt.model import GPTModel
 from gpt.tokenizer import BPE_DIR, ENCODER_FILE, END_OF_TEXT, MERGES_FILE
-from gpt.weights import openai_state_dict
 
 EXPORT_FORMATS = ("hf", "full")
 # What transformers computes for every token position we could export, and why not others.

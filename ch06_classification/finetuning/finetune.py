@@ -52,10 +52,11 @@ from ch06_classification.storage.checkpoint import ClassifierInfo
 from ch06_classification.storage.datafiles import CLASS_NAMES
 from ch06_classification.training import TrainingHistory
 from gpt.errors import UserFacingError
+from gpt.fast_attention import use_fast_attention
+from gpt.hub import find_weights
 from gpt.lora import lora_config
 from gpt.model import GPTModel
 from gpt.tokenizer import get_tokenizer
-from gpt.weights import find_weights
 
 
 def fast_path_cache_limit() -> int:
@@ -221,6 +222,8 @@ def fine_tune(
         drop_rate=settings.drop_rate,
         **overrides,
     )
+    if settings.precision == "bf16":
+        use_fast_attention(model)  # faster on a CPU in bfloat16; the same elsewhere
     if class_names != CLASS_NAMES:
         shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
         log(f"Classes: {len(class_names)} ({shown}), from {settings.data_dir}")

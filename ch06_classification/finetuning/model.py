@@ -22,9 +22,9 @@ from ch06_classification.classifier import (
     classified_positions,
 )
 from gpt.config import GPTConfig, get_config
+from gpt.loading import load_pretrained_gpt
 from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel, count_parameters
-from gpt.weights import load_pretrained_gpt
 
 # How `--weights random` draws the starting weights: GPT-2's initialisation, a far better
 # start than PyTorch's defaults (see gpt/model.py). Lean checkpoints record it.

@@ -102,7 +102,7 @@ def locate_pretrained(base: BaseWeights, weights_dir: str | Path | None = None) 
     A folder given here or in ``GPT2_WEIGHTS_DIR`` comes first; else the file training
     used, if it is still there; else the Hugging Face cache (downloading if need be).
     """
-    from gpt.weights import WEIGHTS_DIR_ENV, find_weights
+    from gpt.hub import WEIGHTS_DIR_ENV, find_weights
 
     weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV) or None
     if weights_dir is None and base.file and Path(base.file).is_file():

@@ -53,8 +53,9 @@ from ch06_classification.storage.base_weights import (
 from ch06_classification.storage.datafiles import CLASS_NAMES, MAX_CLASSES, atomic_output, id2label
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
+from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
 from gpt.lora import replace_linear_with_lora
-from gpt.model import GPTModel, gpt_skeleton, skip_init, uninitialized_gpt
+from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
 
 CHECKPOINT_NAME = "model.safetensors"
@@ -467,7 +468,7 @@ def _base_tensors(
     """The base's tensors for a lean checkpoint without adapters, by ``skeleton``'s names:
     views into OpenAI's file, or the random base (kept from an earlier load, else drawn
     from its seed, checked, and kept)."""
-    from gpt.weights import map_weights_file
+    from gpt.loading import map_weights_file
 
     if weights_file is not None:
         return map_weights_file(skeleton, weights_file)
@@ -483,11 +484,11 @@ def _base_tensors(
 
 def _rebuild_base(info: ClassifierInfo, weights_file: Path | None) -> GPTModel:
     """The model fine-tuning started from, with a fresh head (replaced by the stored one)."""
-    from gpt.weights import load_weights_into_gpt
+    from gpt.loading import load_weights_file
 
     if weights_file is not None:
         model = uninitialized_gpt(info.config)
-        load_weights_into_gpt(model, weights_file)
+        load_weights_file(model, weights_file)
     else:
         model = random_gpt(info.config, info.base.seed, info.base.init)
     return add_adapters(add_classification_head(model, num_classes=len(info.labels)), info)

@@ -101,7 +101,8 @@ def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
     from ch06_classification.classifier import add_classification_head
     from ch06_classification.finetuning.model import trained_parameter_names
-    from gpt.model import GPTModel, skip_init
+    from gpt.loading import skip_init
+    from gpt.model import GPTModel
 
     with torch.device("meta"), skip_init():  # shapes only: nothing allocated or drawn
         model = add_classification_head(GPTModel(cfg))

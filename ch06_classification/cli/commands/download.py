@@ -81,8 +81,8 @@ def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
         print("Weights: random initialisation requested, nothing to download")
         return
     from gpt.config import get_config
-    from gpt.model import uninitialized_gpt
-    from gpt.weights import find_weights, load_weights_into_gpt, verify_cached_download
+    from gpt.hub import find_weights, verify_cached_download
+    from gpt.loading import load_weights_file, uninitialized_gpt
 
     path = find_weights(preset, weights_dir)
     if weights_dir is None and verify_cached_download(path):
@@ -90,7 +90,7 @@ def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
     else:
         print(f"Weights: {path}")
     model = uninitialized_gpt(get_config(preset)).eval()  # every weight is loaded below
-    load_weights_into_gpt(model, path)
+    load_weights_file(model, path)
     print(f"Weights: every tensor of {preset} loaded and checked")
     # The chapter's sanity check: pretrained GPT-2 continues a sentence sensibly.
     from gpt.generate import generate_text
