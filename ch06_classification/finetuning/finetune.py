@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 import torch
 from torch.utils.data import DataLoader
@@ -50,7 +49,7 @@ from ch06_classification.storage.base_weights import (
 )
 from ch06_classification.storage.checkpoint import ClassifierInfo
 from ch06_classification.storage.datafiles import CLASS_NAMES
-from ch06_classification.training import TrainingHistory
+from ch06_classification.storage.runs import TrainingResult
 from gpt.errors import UserFacingError
 from gpt.fast_attention import use_fast_attention
 from gpt.hub import find_weights
@@ -69,27 +68,6 @@ def fast_path_cache_limit() -> int:
     except (AttributeError, OSError, ValueError):
         return 2 * 1024**3
     return max(2 * 1024**3, memory // 3)
-
-
-@dataclass
-class TrainingResult:
-    model: GPTModel
-    info: ClassifierInfo
-    history: TrainingHistory
-    accuracies: dict[str, float]  # on every example of each split
-    # classification_metrics of each split (F1, precision, ...; per class for N > 2)
-    metrics: dict[str, dict[str, Any]]
-    path: str  # "fast", "full" or "book": see choose_path
-    path_description: str
-    prefix_seconds: float  # caching the frozen blocks (fast path only)
-    train_seconds: float
-    # From data and model ready to final accuracies: prefix cache, training, evaluation.
-    recipe_seconds: float
-    device: str
-    processes: int = 1  # how many processes trained it together (torchrun; DDP)
-    # The exact texts it was trained on: evaluation calls a test message "unseen" only
-    # if it is not one of them, whatever data folder is evaluated later.
-    training_texts: list[str] = field(default_factory=list)
 
 
 def choose_path(settings: TrainingSettings, model: GPTModel) -> tuple[str, str]:

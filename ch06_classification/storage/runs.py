@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
+from ch06_classification.storage.checkpoint import (
+    CHECKPOINT_NAME,
+    ClassifierInfo,
+    save_checkpoint_folder,
+)
 from ch06_classification.storage.datafiles import id2label
 from ch06_classification.storage.safe_files import (
     ensure_writable_folder,
@@ -27,17 +32,39 @@ from ch06_classification.storage.safe_files import (
     settle,
     write_json,
 )
+from ch06_classification.training import TrainingHistory
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
-
-if TYPE_CHECKING:
-    from ch06_classification.finetuning.finetune import TrainingResult
+from gpt.model import GPTModel
 
 DEFAULT_RUNS_DIR = Path("runs")
 # Files that only a training run writes: a folder holding one of them is a run folder.
 RUN_MARKERS = (CHECKPOINT_NAME, "metrics.json")
 # The fingerprints (SHA-256) of the texts a run was trained on; see evaluation.py.
 TRAINING_TEXTS_FILE = "training_texts.json"
+
+
+@dataclass
+class TrainingResult:
+    """What a fine-tuning produced (``fine_tune``), and what a run folder keeps of it."""
+
+    model: GPTModel
+    info: ClassifierInfo
+    history: TrainingHistory
+    accuracies: dict[str, float]  # on every example of each split
+    # classification_metrics of each split (F1, precision, ...; per class for N > 2)
+    metrics: dict[str, dict[str, Any]]
+    path: str  # "fast", "full" or "book": see choose_path
+    path_description: str
+    prefix_seconds: float  # caching the frozen blocks (fast path only)
+    train_seconds: float
+    # From data and model ready to final accuracies: prefix cache, training, evaluation.
+    recipe_seconds: float
+    device: str
+    processes: int = 1  # how many processes trained it together (torchrun; DDP)
+    # The exact texts it was trained on: evaluation calls a test message "unseen" only
+    # if it is not one of them, whatever data folder is evaluated later.
+    training_texts: list[str] = field(default_factory=list)
 
 
 def new_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
