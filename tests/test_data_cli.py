@@ -173,3 +173,57 @@ def test_a_failed_weights_download_names_the_options_that_avoid_it(
     # gpt/ says how to avoid the download from Python; the command says it with its options.
     assert "pass --weights-dir FOLDER (or set GPT2_WEIGHTS_DIR=FOLDER)" in error
     assert error.rstrip().endswith("start from random weights with --weights random")
+
+
+def test_a_second_split_into_a_folder_is_refused_while_one_is_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two splits into one folder: the second, started while the first reads its texts, is
+    refused in one line, as a second training into one run folder is, instead of both
+    saying "Wrote" and the later silently replacing the other's split."""
+    from ch06_classification.sources import labelled_texts
+
+    own = tmp_path / "mine.csv"
+    own.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20)))
+    data_dir = tmp_path / "data"
+    split = ["split", "--csv", str(own), "--data-dir", str(data_dir)]
+    assert main(split) == 0
+    before = {path.name: path.read_bytes() for path in data_dir.iterdir()}
+
+    read = labelled_texts.read_labelled_texts
+    seconds = []
+
+    def read_while_another_split_starts(*args, **kwargs):
+        seconds.append(gpt_spam(*split, "--seed", "7", cwd=tmp_path))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(labelled_texts, "read_labelled_texts", read_while_another_split_starts)
+    assert main(split) == 0  # the same split again: the same files
+    (second,) = seconds
+    assert second.returncode == 1 and "Wrote" not in second.stdout
+    assert second.stderr.count("\n") == 1
+    assert second.stderr.startswith(
+        f"gpt-spam split: error: {data_dir} is being written by another gpt-spam command "
+        f"(process {os.getpid()})"
+    )
+    assert {path.name: path.read_bytes() for path in data_dir.iterdir()} == before
+
+
+def test_the_split_report_says_what_was_split(tmp_path: Path) -> None:
+    from ch06_classification.sources.split_files import SplitOrigin, split_origin
+
+    own = tmp_path / "mine.csv"
+    own.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20)))
+    assert main(["split", "--csv", str(own), "--data-dir", str(tmp_path / "data")]) == 0
+    report = json.loads((tmp_path / "data" / SPLIT_REPORT).read_text())
+    assert (report["dataset"], report["source"]) == ("own", str(own))
+    assert split_origin(tmp_path / "data") == SplitOrigin("own", str(own))
+    assert split_origin(tmp_path / "data").is_of("own", own)
+    assert not split_origin(tmp_path / "data").is_of("own", tmp_path / "other.csv")
+    assert split_origin(tmp_path / "none") is None
+    # A report from before reports named their dataset: the SMS collection's, unless it
+    # names a source or other classes.
+    del report["dataset"], report["source"]
+    report["id2label"] = {"0": "ham", "1": "spam"}
+    (tmp_path / "data" / SPLIT_REPORT).write_text(json.dumps(report))
+    assert split_origin(tmp_path / "data") == SplitOrigin("sms")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
+import pandas as pd
 import pytest
 
 from ch06_classification.cli.commands.train import settings_from_args
-from ch06_classification.cli.main import build_parser
+from ch06_classification.cli.main import build_parser, main
 from ch06_classification.extras.experiments import (
     BY_NUMBER,
     SMALL_ROWS,
@@ -163,12 +165,120 @@ def test_a_rows_command_names_a_chosen_precision():
 
 def test_rows_train_in_auto_precision_by_default():
     """Like `train`, every row takes bfloat16 only where the hardware has native units."""
-    from ch06_classification.commands.running import build_parser
-
-    from ch06_classification.commands import experiments
+    from ch06_classification.cli.commands import experiments
+    from ch06_classification.cli.running import build_parser
 
     args = build_parser([experiments]).parse_args(["experiments", "--rows", "1"])
     assert args.precision == "auto"
     row = BY_NUMBER[5]
     assert "--precision" not in row.command("random")  # auto, train's default, is implied
     assert row_settings(row, "random").precision == "auto"
+
+
+def write_labelled_split(folder, test_labels: list[int]):
+    """Splits whose training set is mostly class 0 and whose test set has ``test_labels``:
+    the majority baseline's test accuracy is the share of 0 in them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, labels in (("train", [0, 0, 0, 1]), ("validation", [0, 1]), ("test", test_labels)):
+        texts = [f"{name} message {i}" for i in range(len(labels))]
+        pd.DataFrame({"Label": labels, "Text": texts}).to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def test_a_row_finished_on_another_split_runs_again(tmp_path):
+    """Split again (another seed, other rows): a finished row's figures are of the old
+    split, so the row runs again, and says why; a row not run again leaves the table."""
+    pytest.importorskip("sklearn")
+    data = write_labelled_split(tmp_path / "data", [0, 0, 0, 1])
+    lines: list[str] = []
+    options = {"weights": "random", "device": "cpu", "log": lines.append}
+    majority, tfidf = BY_NUMBER[21], BY_NUMBER[20]
+    _, first = run_experiments([majority, tfidf], tmp_path / "table", data, **options)
+    assert first["test"] == 75.0
+
+    write_labelled_split(data, [0, 1, 1, 1])
+    lines.clear()
+    (again,) = run_experiments([majority], tmp_path / "table", data, **options)
+    assert again["test"] == 25.0  # the new split's figure, not the finished row's 75
+    assert (
+        "[1/1] row 21: finished earlier on another split (its files have changed since): "
+        "runs again" in lines
+    )
+    # Row 20 ran on the old split: not in the table of this one, and the log says so.
+    assert [
+        row["number"] for row in json.loads((tmp_path / "table" / "table.json").read_text())
+    ] == [21]
+    assert any(
+        line.startswith("Row 20 of ") and "--rows 20 runs them again" in line for line in lines
+    )
+
+    lines.clear()
+    assert run_experiments([majority], tmp_path / "table", data, **options) == [again]
+    assert lines[0] == "[1/1] row 21: finished earlier, skipped"
+
+
+def test_a_row_finished_with_other_settings_runs_again(data_dir, tmp_path):
+    lines: list[str] = []
+    options = {"weights": "random", "device": "cpu", "log": lines.append}
+    tiny = {"config_overrides": TINY}
+    run_experiments(
+        [BY_NUMBER[16]], tmp_path / "table", data_dir, overrides={"epochs": 1, **tiny}, **options
+    )
+    lines.clear()
+    (row,) = run_experiments(
+        [BY_NUMBER[16]], tmp_path / "table", data_dir, overrides={"epochs": 2, **tiny}, **options
+    )
+    assert "[1/1] row 16: finished earlier with other settings (epochs): runs again" in lines
+    assert row["settings"]["epochs"] == 2
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_experiments_never_split_over_a_split_of_other_data(
+    shared_data, tmp_path, monkeypatch, capsys
+):
+    """`--sms-source` asks for the SMS collection; a data folder holding the split of your
+    own texts (no realistic test set) is left as it is, and the command says so."""
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "mine.csv"
+    texts = [f"{word} text {i}" for i, word in enumerate(["spam", "ham"] * 20)]
+    pd.DataFrame({"text": texts, "label": ["b", "a"] * 20}).to_csv(own, index=False)
+    assert main(["split", "--csv", str(own), "--data-dir", "data"]) == 0
+    before = folder_bytes(tmp_path / "data")
+    capsys.readouterr()
+
+    args = ["experiments", "--rows", "21", "--data-dir", "data", "--out-dir", "table"]
+    sms = ["--sms-source", str(shared_data / "sms_spam_collection.zip")]
+    assert main([*args, *sms]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"error: data holds a split of {own}, not of the SMS Spam Collection: " in error
+    assert "give another --data-dir" in error
+    assert folder_bytes(tmp_path / "data") == before
+    # Without --sms-source, the rows use the split that is there, and say whose it is.
+    pytest.importorskip("sklearn")
+    assert main(args) == 0
+    assert f"The rows use the split in data (of {own})" in capsys.readouterr().out
+    assert folder_bytes(tmp_path / "data") == before
+
+
+def test_an_sms_split_is_used_as_it_is(real_splits, shared_data, tmp_path, capsys):
+    """The folder's split is the SMS collection's already: not split again, and each row
+    records the split files it ran on."""
+    pytest.importorskip("sklearn")
+    data = shutil.copytree(real_splits, tmp_path / "data")
+    before = folder_bytes(data)
+    sms = ["--sms-source", str(shared_data / "sms_spam_collection.zip")]
+    out_dir = tmp_path / "table"
+    args = ["experiments", "--rows", "21", "--data-dir", str(data), "--out-dir", str(out_dir)]
+    assert main([*args, *sms]) == 0
+    assert "=== gpt-spam" not in capsys.readouterr().out
+    assert folder_bytes(data) == before
+    recorded = json.loads((out_dir / "21" / "row.json").read_text())["data"]
+    assert recorded == {
+        name: hashlib.sha256(content).hexdigest()
+        for name, content in before.items()
+        if name.endswith(".csv")
+    }

@@ -102,6 +102,68 @@ def test_what_cannot_be_split_is_one_line(
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def two_hundred_rows(broken: str | None = None, at: int = 50) -> str:
+    """A CSV of 200 labelled texts; ``broken`` replaces the text of data row ``at``."""
+    rows = [f"message number {i},{'ham' if i % 3 else 'spam'}\n" for i in range(200)]
+    if broken is not None:
+        rows[at] = f"{broken},{'ham' if at % 3 else 'spam'}\n"
+    return "text,label\n" + "".join(rows)
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        # A quote never closed: without a closing one later, the rest of the file is its text.
+        ('"Free entry in 2 a wkly comp', "line 52: a quote opens a text that is not closed on "
+         "its line and runs on to the end of the file"),
+        # Closed by chance on a later line (an inch mark): rows 52 to 54 would be one text.
+        ('"Free entry in 2 a wkly comp,spam\nCall me,ham\nGet a 5"', "lines 52 to 54 read "
+         "as one row, yet more than one of them is a row by itself"),
+        # Text after a closing quote: not one CSV field (pandas reads it as 'hi there').
+        ('"hi" there', 'line 52 is not one CSV record (\',\' expected after \'"\')'),
+        ("hello, world", "line 52 has 3 fields and the header 2: a text with a comma in it"),
+    ],
+)  # fmt: skip
+def test_a_row_that_is_not_one_record_is_refused_with_its_line(
+    tmp_path: Path, broken: str, message: str
+) -> None:
+    """Never two rows merged into one text, a row lost: 199 texts for a 200-row file."""
+    path = tmp_path / "data.csv"
+    path.write_text(two_hundred_rows(broken), encoding="utf-8")
+
+    with pytest.raises(DataError) as error:
+        read_labelled_texts(path)
+    assert str(error.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_quoted_texts_are_read_as_written(tmp_path: Path) -> None:
+    """Quotes that close where their text ends are CSV's own: a line break, a comma, or a
+    doubled quote inside them is text, and a quote inside an unquoted text is a quote."""
+    texts = ["two\nlines", "Hi, mum\nsee you at 5, love", 'say "hi"', 'a 5" screen', "line\r\nend"]
+    path = tmp_path / "data.csv"
+    pd.DataFrame({"text": texts, "label": ["ham", "spam"] * 2 + ["ham"]}).to_csv(path, index=False)
+    with path.open("a", encoding="utf-8") as file:
+        file.write('he said "yes" twice,spam\n')
+
+    df = read_labelled_texts(path)
+
+    assert df["Text"].tolist() == [*texts, 'he said "yes" twice']
+    assert df["Label"].tolist() == ["ham", "spam", "ham", "spam", "ham", "spam"]
+
+
+def test_split_refuses_a_broken_row_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(two_hundred_rows('"Free entry in 2 a wkly comp'), encoding="utf-8")
+    assert main(["split", "--csv", str(path), "--data-dir", str(tmp_path / "data")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "line 52: a quote opens a text" in error
+    assert not (tmp_path / "data").exists()  # the folder made for the split is gone again
+    path.write_text(two_hundred_rows(), encoding="utf-8")
+    assert main(["split", "--csv", str(path), "--data-dir", str(tmp_path / "data")]) == 0
+    assert "Collection: 200 texts" in capsys.readouterr().out
+
+
 def test_a_label_column_with_thousands_of_values_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     pd.DataFrame({"text": ["some text"] * 3000, "label": range(3000)}).to_csv(path, index=False)

@@ -8,8 +8,8 @@ import re
 
 import pandas as pd
 
-from ch06_classification.cli.commands.pipeline import SAMPLE_MESSAGES
-from ch06_classification.cli.main import main
+from ch06_classification.cli.commands.pipeline import SAMPLE_MESSAGES, step_arguments
+from ch06_classification.cli.main import build_parser, main
 
 
 def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, tiny_models):
@@ -81,9 +81,6 @@ def test_everything_missing_is_reported_at_once_before_any_step(tmp_path, monkey
 
 
 def test_pipeline_passes_split_and_train_options_on(tmp_path):
-    from ch06_classification.cli.commands.pipeline import step_arguments
-    from ch06_classification.cli.main import build_parser
-
     given = "--dedupe --seed 7 --trainable-layers all --lr 1e-4 --batch-size 4"
     given += " --weights random --data-dir d --epochs 2"
     args = build_parser().parse_args(["pipeline", *given.split()])
@@ -111,9 +108,6 @@ def test_pipeline_passes_split_and_train_options_on(tmp_path):
 def test_own_texts_fetch_no_dataset(tmp_path, monkeypatch, capsys):
     """With --csv/--tsv the texts are the user's own: the pipeline's download step fetches
     only the weights, and a dataset source (even a missing one) is never looked at."""
-    from ch06_classification.cli.commands.pipeline import step_arguments
-    from ch06_classification.cli.main import build_parser
-
     monkeypatch.setenv("SMS_SPAM_SOURCE", str(tmp_path / "missing.zip"))
     own = tmp_path / "own.csv"
     own.write_text("text,label\nfine,a\nbad,b\n")
@@ -126,3 +120,77 @@ def test_own_texts_fetch_no_dataset(tmp_path, monkeypatch, capsys):
     # Without --weights-only, the same missing source is reported before anything runs.
     assert main(["download", "--weights", "random", "--data-dir", str(tmp_path / "data")]) == 1
     assert "missing.zip does not exist" in capsys.readouterr().err
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def own_texts(path, broken_row: int | None = None):
+    rows = [f"ticket {i} about {'billing' if i % 2 else 'login'},{'ab'[i % 2]}" for i in range(40)]
+    if broken_row is not None:
+        rows[broken_row] = '"never closed,a'
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_run_folder_in_use_is_refused_before_the_data_is_split_again(
+    tmp_path, monkeypatch, capsys
+):
+    """`pipeline --csv … --run-dir R`, R holding a run: refused before step 1, not at
+    step 3 once step 2 has replaced the data folder's split (a run beside data it was not
+    trained on)."""
+    monkeypatch.chdir(tmp_path)
+    own = own_texts(tmp_path / "mine.csv")
+    assert main(["split", "--csv", str(own), "--seed", "7"]) == 0  # into data/
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "metrics.json").write_text("{}")
+    data, run = folder_bytes(tmp_path / "data"), folder_bytes(tmp_path / "R")
+    capsys.readouterr()
+
+    assert main(["pipeline", "--csv", str(own), "--weights", "random", "--run-dir", "R"]) == 1
+    captured = capsys.readouterr()
+    assert "=== Step" not in captured.out
+    assert captured.err == (
+        "gpt-spam pipeline: error: R already holds a run: pass --overwrite to replace it (its "
+        "evaluations and plots go with it), or choose another --run-dir\n"
+    )
+    assert folder_bytes(tmp_path / "data") == data and folder_bytes(tmp_path / "R") == run
+    # The pipeline takes train's --overwrite, and passes it on.
+    args = build_parser().parse_args(["pipeline", "--csv", str(own), "--overwrite"])
+    assert "--overwrite" in step_arguments(args, tmp_path / "R")[2]
+
+
+def test_the_pipeline_never_splits_over_a_split_of_other_data(
+    shared_data, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    own = own_texts(tmp_path / "mine.csv")
+    assert main(["split", "--csv", str(own)]) == 0
+    data = folder_bytes(tmp_path / "data")
+    capsys.readouterr()
+
+    sms = ["--sms-source", str(shared_data / "sms_spam_collection.zip"), "--weights", "random"]
+    assert main(["pipeline", *sms]) == 1
+    captured = capsys.readouterr()
+    assert "=== Step" not in captured.out and captured.err.count("\n") == 1
+    assert captured.err.startswith(
+        f"gpt-spam pipeline: error: data holds a split of {own}, not of the SMS Spam Collection: "
+        "give another --data-dir"
+    )
+    assert folder_bytes(tmp_path / "data") == data
+    assert not (tmp_path / "runs").exists()
+    # Another CSV is other data too.
+    other = own_texts(tmp_path / "other.csv")
+    assert main(["pipeline", "--csv", str(other), "--weights", "random"]) == 1
+    assert f"data holds a split of {own}, not of {other}" in capsys.readouterr().err
+
+
+def test_a_broken_csv_is_refused_before_any_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    own = own_texts(tmp_path / "mine.csv", broken_row=10)
+    assert main(["pipeline", "--csv", str(own), "--weights", "random"]) == 1
+    captured = capsys.readouterr()
+    assert "=== Step" not in captured.out and captured.err.count("\n") == 1
+    assert f"error: {own}: line 12: a quote opens a text" in captured.err
+    assert not (tmp_path / "data").exists()

@@ -76,6 +76,48 @@ def splits_problem(data_dir: Path, splits: tuple[str, ...] = ("train", "validati
     )
 
 
+def other_split_problem(
+    data_dir: Path, dataset: str = "sms", source: str | Path | None = None
+) -> str | None:
+    """A split of other data than ``dataset`` (for "own", the file ``source``) in the data
+    folder: a command that splits for you (``experiments``, ``pipeline``) never replaces
+    it; only ``gpt-spam split`` itself does, when asked to."""
+    from ch06_classification.sources.split_files import SplitOrigin, split_origin
+
+    try:
+        origin = split_origin(data_dir)
+    except UserFacingError as error:  # a damaged split report
+        return str(error)
+    if origin is None or origin.is_of(dataset, source):  # type: ignore[arg-type]
+        return None
+    wanted = SplitOrigin(dataset, None if source is None else str(source)).describe()
+    return (
+        f"{data_dir} holds a split of {origin.describe()}, not of {wanted}: give another "
+        "--data-dir (only `gpt-spam split` replaces a split of other data)"
+    )
+
+
+def own_texts_problem(args, read: bool = True) -> str | None:
+    """The user's own labelled texts (``--csv``/``--tsv``): the file exists, and with
+    ``read`` it reads as labelled texts (what ``split`` would refuse, found up front)."""
+    from ch06_classification.storage.datafiles import DataError
+
+    own_file = getattr(args, "csv", None) or getattr(args, "tsv", None)
+    if own_file is None:
+        return None
+    fmt = "csv" if args.csv else "tsv"
+    if not Path(own_file).is_file():
+        return f"--{fmt} {own_file}: no such file"
+    if read:
+        from ch06_classification.sources.labelled_texts import read_labelled_texts
+
+        try:
+            read_labelled_texts(own_file, args.text_column, args.label_column, fmt)
+        except DataError as error:
+            return str(error)
+    return None
+
+
 def weights_problem(preset: str, weights: str, weights_dir: str | Path | None) -> str | None:
     """OpenAI's weights for ``preset``, unless training starts from random ones: in the
     folder given by ``--weights-dir`` (or ``GPT2_WEIGHTS_DIR``), else in the download cache."""

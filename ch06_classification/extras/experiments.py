@@ -154,12 +154,18 @@ def run_experiments(
 ) -> list[dict[str, Any]]:
     """Run ``rows`` in order, each into ``out_dir/<number>/``; skip the finished ones.
 
+    A row is finished when its folder holds the result of the same settings on the same
+    data (the split files' SHA-256, :func:`split_fingerprint`); one finished with other
+    settings, or on a split that has changed since, runs again, and the log says why.
     A row whose settings equal a finished row's (row 10 is row 5 once every row starts from
     random weights) takes that row's result instead of computing it again. ``overrides``
-    replace training settings of every row (tests use a tiny model). Returns every finished
-    row's summary in ``out_dir``, and writes them as table.md, table.csv and table.json.
-    ``token_position`` is the token every row but 2 and 16 reads.
+    replace training settings of every row (tests use a tiny model). Returns the summary of
+    every row in ``out_dir`` finished on the data as it is now, and writes them as
+    table.md, table.csv and table.json. ``token_position`` is the token every row but 2
+    and 16 reads.
     """
+    from ch06_classification.sources.split_files import split_fingerprint
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, row in enumerate(rows, start=1):
@@ -172,12 +178,16 @@ def run_experiments(
             )
             settings = dataclasses.replace(settings, **(overrides or {}))
             key = json.loads(json.dumps(settings.to_dict()))  # as it reads back from JSON
+        data = split_fingerprint(data_dir)
         done = _finished(out_dir)
-        if row.number in done and done[row.number]["settings"] == key:
-            log(f"[{index}/{len(rows)}] row {row.number}: finished earlier, skipped")
-            continue
+        if row.number in done:
+            stale = _why_not_reusable(done[row.number], key, data)
+            if stale is None:
+                log(f"[{index}/{len(rows)}] row {row.number}: finished earlier, skipped")
+                continue
+            log(f"[{index}/{len(rows)}] row {row.number}: finished earlier {stale}: runs again")
         log(f"\n[{index}/{len(rows)}] row {row.number}: {row.name}\n    gpt-spam {command}")
-        same = next((s for s in done.values() if s["settings"] == key), None)
+        same = next((s for s in done.values() if _why_not_reusable(s, key, data) is None), None)
         if same is not None:
             log(f"    the same settings as row {same['number']}: its result is reused")
             summary = {**same, "number": row.number, "name": row.name, "same_as": same["number"]}
@@ -186,10 +196,20 @@ def run_experiments(
             summary = _run_baseline(row, command, data_dir, log)
         else:
             summary = _run_training(row, command, settings, save_checkpoints, out_dir, log)
-        summary["settings"] = key
+        summary["settings"], summary["data"] = key, data
         (out_dir / row.folder).mkdir(parents=True, exist_ok=True)
         write_json(out_dir / row.folder / ROW_FILE, summary)
-    summaries = sorted(_finished(out_dir).values(), key=lambda s: s["number"])
+    # One table, one split: a row finished on another (before a new split) is left out.
+    data = split_fingerprint(data_dir)
+    finished = sorted(_finished(out_dir).values(), key=lambda s: s["number"])
+    summaries = [summary for summary in finished if summary.get("data") == data]
+    others = [str(summary["number"]) for summary in finished if summary not in summaries]
+    if others:
+        rows_named = f"{'Rows' if len(others) > 1 else 'Row'} {', '.join(others)}"
+        log(
+            f"{rows_named} of {out_dir} did not run on the split now in {data_dir}: left out "
+            f"of the table (--rows {','.join(others)} runs them again)"
+        )
     write_tables(summaries, out_dir)
     return summaries
 
@@ -212,6 +232,22 @@ def row_settings(
     argv += ["--device", device]
     argv += ["--weights-dir", weights_dir] if weights_dir else []
     return train.settings_from_args(build_parser([train]).parse_args(argv))
+
+
+def _why_not_reusable(
+    finished: Mapping[str, Any], settings: Mapping[str, Any], data: Mapping[str, str]
+) -> str | None:
+    """Why a finished row is not the result of ``settings`` on the split ``data`` (as a
+    phrase: "on another split"), or None if it is."""
+    if finished.get("data") is None:
+        return "without a record of its data"  # finished before rows recorded it
+    if finished["data"] != data:
+        return "on another split (its files have changed since)"
+    if finished["settings"] != settings:
+        names = sorted(set(settings) | set(finished["settings"]))
+        changed = [n for n in names if settings.get(n) != finished["settings"].get(n)]
+        return f"with other settings ({', '.join(changed)})"
+    return None
 
 
 def _finished(out_dir: Path) -> dict[int, dict[str, Any]]:

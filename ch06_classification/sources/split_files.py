@@ -31,9 +31,9 @@ from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
+from ch06_classification.classifier import CLASS_NAMES
 from ch06_classification.splits import random_split
 from ch06_classification.storage.datafiles import (
-    CLASS_NAMES,
     SPLIT_FILES,
     SPLIT_REPORT,
     DataError,
@@ -44,6 +44,7 @@ from ch06_classification.storage.safe_files import replace_together, settle
 
 Balance = Literal["none", "undersample"]
 SplitMethod = Literal["stratified", "random"]
+Dataset = Literal["sms", "imdb", "own"]  # the SMS Spam Collection, IMDB reviews, a user's file
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)  # training, validation, test: the book's
 
 
@@ -329,10 +330,15 @@ def write_splits(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     balance: Balance = "undersample",
     method: SplitMethod = "random",
+    dataset: Dataset = "sms",
     source: str | None = None,
 ) -> dict[str, Any]:
     """Split ``df`` (by default the SMS collection, the book's way), write the CSVs and the
     JSON report, return the report.
+
+    The report records what ``df`` is (``dataset``: "sms", "imdb", or "own" texts from the
+    file ``source``), so that a command that splits for you can tell whose split a folder
+    holds (:func:`split_origin`).
 
     Same ``df`` and settings, same bytes in every file: the row order is fixed by the
     seed and nothing time- or machine-dependent is written. The files replace the
@@ -344,9 +350,8 @@ def write_splits(
     data_dir.mkdir(parents=True, exist_ok=True)
     splits = split_labelled_texts(df, class_names, fractions, balance, method, dedupe, seed)
     settings = {"fractions": list(fractions), "balance": balance, "method": method}
-    report = split_report(
-        df, splits, seed, dedupe, class_names, **settings, **({"source": source} if source else {})
-    )
+    origin = {"dataset": dataset, **({"source": source} if source else {})}
+    report = split_report(df, splits, seed, dedupe, class_names, **settings, **origin)
     with replace_together(data_dir) as staging:
         for name, split_df in splits._asdict().items():
             if split_df is not None:
@@ -386,6 +391,81 @@ def evaluation_splits(data_dir: str | Path) -> list[str]:
     if (data_dir / realistic).is_file() and (listed is None or realistic in listed):
         names.append("test_realistic")
     return names
+
+
+class SplitOrigin(NamedTuple):
+    """What the split in a data folder was made from (see :func:`split_origin`)."""
+
+    dataset: str  # a Dataset: "sms", "imdb" or "own"
+    source: str | None = None  # "own": the file as given to `gpt-spam split`, where recorded
+
+    def describe(self) -> str:
+        """E.g. "the SMS Spam Collection", or "tickets.csv"."""
+        if self.dataset == "sms":
+            return "the SMS Spam Collection"
+        if self.dataset == "imdb":
+            return "the IMDB reviews"
+        return self.source or "texts of your own"
+
+    def is_of(self, dataset: Dataset, source: str | Path | None = None) -> bool:
+        """Whether this is a split of ``dataset`` (for "own", of the file ``source``)."""
+        if self.dataset != dataset:
+            return False
+        if dataset != "own":
+            return True
+        return None not in (self.source, source) and (
+            Path(self.source).resolve() == Path(source).resolve()  # type: ignore[arg-type]
+        )
+
+
+def split_origin(data_dir: str | Path) -> SplitOrigin | None:
+    """What the split in ``data_dir`` was made from, as its report records it; None where
+    the folder holds no split.
+
+    Split CSVs without a report are texts of your own (see :func:`read_split`). A report
+    written before reports named their dataset is the SMS collection's, unless it names
+    a source (``imdb``, or the user's file) or classes other than ham and spam.
+    """
+    data_dir = Path(data_dir)
+    settle(data_dir)  # finish an interrupted `gpt-spam split` first
+    report_path = data_dir / SPLIT_REPORT
+    if not report_path.is_file():
+        held = any((data_dir / name).is_file() for name in SPLIT_FILES.values())
+        return SplitOrigin("own") if held else None
+    report = _read_report(report_path)
+    dataset, source = report.get("dataset"), report.get("source")
+    if dataset is None:
+        if source == "imdb":
+            dataset, source = "imdb", None
+        elif source is None and read_class_names(data_dir) == CLASS_NAMES:
+            dataset = "sms"
+        else:
+            dataset = "own"
+    return SplitOrigin(str(dataset), source if isinstance(source, str) else None)
+
+
+def missing_split_files(data_dir: str | Path) -> list[str]:
+    """The split files that ``data_dir`` should hold and does not: the training, validation
+    and test CSVs, and any other file its split report lists."""
+    data_dir = Path(data_dir)
+    report_path = data_dir / SPLIT_REPORT
+    listed = _read_report(report_path).get("files", {}) if report_path.is_file() else {}
+    wanted = [*(SPLIT_FILES[name] for name in ("train", "validation", "test")), *listed]
+    return [name for name in dict.fromkeys(wanted) if not (data_dir / name).is_file()]
+
+
+def split_fingerprint(data_dir: str | Path) -> dict[str, str]:
+    """The SHA-256 of each split file in ``data_dir``, by name: what a result computed from
+    the folder's split depends on. As the split report records them (:func:`read_split`
+    refuses a file that differs), else computed (CSVs of your own)."""
+    data_dir = Path(data_dir)
+    settle(data_dir)
+    report_path = data_dir / SPLIT_REPORT
+    recorded = _read_report(report_path).get("files") if report_path.is_file() else None
+    if isinstance(recorded, dict) and recorded:
+        return dict(sorted(recorded.items()))
+    names = [name for name in SPLIT_FILES.values() if (data_dir / name).is_file()]
+    return {name: _sha256(data_dir / name) for name in sorted(names)}
 
 
 def _read_report(report_path: Path) -> dict[str, Any]:

@@ -24,8 +24,7 @@ from ch06_classification.storage.checkpoint import (
 )
 from ch06_classification.storage.datafiles import id2label
 from ch06_classification.storage.safe_files import (
-    ensure_writable_folder,
-    folder_lock,
+    claim_folder,
     is_own_file,
     read_json,
     replace_together,
@@ -97,14 +96,9 @@ def claim_run_dir(
     """
     created = run_dir is None or not Path(run_dir).exists()
     run_dir = new_run_dir(runs_dir) if run_dir is None else Path(run_dir)
-    try:
-        ensure_writable_folder(run_dir, needed_bytes)
-        with folder_lock(run_dir):
-            _check_replaceable(run_dir, overwrite)
-            yield run_dir
-    finally:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # nothing was saved in the folder made for this run
+    with claim_folder(run_dir, needed_bytes, made_here=created):
+        _check_replaceable(run_dir, overwrite)
+        yield run_dir
 
 
 def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
@@ -139,22 +133,32 @@ def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to put a run where one already is (unless ``overwrite``), or where files
-    that are not a run's would be deleted."""
+def replace_problem(run_dir: str | Path, overwrite: bool = False) -> str | None:
+    """Why a new run may not go into ``run_dir``: a run is already there (unless
+    ``overwrite``), or files that are not a run's would be deleted. None if it may."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None  # made when claimed (a file in the way is found then)
     present = [name for name in os.listdir(run_dir) if not is_own_file(name)]
     if not present:
-        return
+        return None
     if not any(name in present for name in RUN_MARKERS):
-        raise UserFacingError(
+        return (
             f"{run_dir} holds files but no run ({', '.join(sorted(present)[:3])}, ...): "
             "choose a new or empty folder for the run"
         )
     if not overwrite:
-        raise UserFacingError(
+        return (
             f"{run_dir} already holds a run: pass --overwrite to replace it (its evaluations "
             "and plots go with it), or choose another --run-dir"
         )
+    return None
+
+
+def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
+    problem = replace_problem(run_dir, overwrite)
+    if problem:
+        raise UserFacingError(problem)
 
 
 def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:

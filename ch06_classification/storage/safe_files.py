@@ -10,7 +10,8 @@ From the smallest tool up:
   finishes them. Either way a reader finds the old set or the new one, never a mix.
 * :func:`folder_lock` lets one command at a time write into a folder, and on taking the
   folder it removes what interrupted writers left behind (half-written ``.part`` files,
-  unfinished staging folders) and finishes an interrupted commit.
+  unfinished staging folders) and finishes an interrupted commit. :func:`claim_folder`
+  holds it for a whole command, from before its work starts.
 * :func:`ensure_writable_folder` finds a read-only disk, a file where a folder should be,
   or too little free space before the long work, not after it.
 """
@@ -113,6 +114,27 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     finally:
         del _held[key]
         _release(Path(folder), handle)
+
+
+@contextmanager
+def claim_folder(
+    folder: str | Path, needed_bytes: int = 0, made_here: bool = False
+) -> Iterator[Path]:
+    """Hold ``folder`` for a whole command: created if needed, proven writable (with
+    ``needed_bytes`` free, :func:`ensure_writable_folder`) and locked (:func:`folder_lock`)
+    before any work, so that a second command wanting it is refused at its start, not
+    silently overtaken at its end. A folder made here (or by the caller: ``made_here``) and
+    left empty, because the work failed, is removed again.
+    """
+    folder = Path(folder)
+    made_here = made_here or not folder.exists()
+    try:
+        ensure_writable_folder(folder, needed_bytes)
+        with folder_lock(folder):
+            yield folder
+    finally:
+        if made_here and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def settle(folder: str | Path) -> bool:

@@ -122,13 +122,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def ensure_splits(data_dir: Path, sms_source: str | None) -> None:
-    """Download (or copy from ``sms_source``) and split the dataset, unless already split."""
+    """Download (or copy from ``sms_source``) and split the SMS collection, unless the data
+    folder holds a whole split of it already. A split of other data there is never
+    replaced: the rows use it if it is whole and ``--sms-source`` does not ask for the SMS
+    collection; otherwise the command stops, naming it."""
     from ch06_classification.cli.commands import download, split
+    from ch06_classification.cli.prerequisites import other_split_problem, require
     from ch06_classification.cli.running import build_parser, run_command
-    from ch06_classification.storage.datafiles import SPLIT_FILES
+    from ch06_classification.sources.split_files import missing_split_files, split_origin
     from gpt.errors import UserFacingError
 
-    if all((data_dir / name).is_file() for name in SPLIT_FILES.values()):
+    origin = split_origin(data_dir)
+    whole = origin is not None and not missing_split_files(data_dir)
+    if origin is not None and not origin.is_of("sms"):
+        if whole and sms_source is None:
+            print(f"The rows use the split in {data_dir} (of {origin.describe()})")
+            return
+        require(other_split_problem(data_dir, "sms"))
+    if whole:
         return
     source = ["--sms-source", sms_source] if sms_source else []
     # Only the dataset here: each row fetches the weights of its own model when it starts.

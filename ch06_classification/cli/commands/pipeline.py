@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_split_options(parser)
     train.add_arguments(parser)  # model, data, training, seed and device options
     add_run_dir_option(parser, reading=False)
+    train.add_overwrite_option(parser)
     parser.add_argument(
         "--runs-dir",
         type=Path,
@@ -68,6 +69,7 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     model = option_arguments(add_model_options, args)
     device = option_arguments(add_device_option, args)
     to_run = ["--run-dir", str(run_dir)]
+    overwrite = option_arguments(train.add_overwrite_option, args)
     if args.csv or args.tsv:  # the texts are the user's own: no dataset to fetch
         fetch = ["download", *model, "--weights-only"]
     else:
@@ -82,33 +84,49 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
     return [
         fetch,
         ["split", *option_arguments(split.add_arguments, args)],
-        ["train", *option_arguments(train.add_arguments, args), *to_run],
+        ["train", *option_arguments(train.add_arguments, args), *overwrite, *to_run],
         ["evaluate", *data, *device, *to_run],
         ["classify", *device, *to_run, *SAMPLE_MESSAGES],
     ]
 
 
 def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from ch06_classification.cli.prerequisites import (
         local_files_problems,
+        other_split_problem,
+        own_texts_problem,
         require,
         tokenizer_problem,
     )
-    from ch06_classification.storage.runs import new_run_dir
+    from ch06_classification.storage.runs import claim_run_dir, replace_problem
+    from ch06_classification.storage.safe_files import claim_folder
 
-    # What the steps will find missing, found now: the download step fetches the rest.
-    require(*local_files_problems(args), tokenizer_problem())
-    run_dir = args.run_dir or new_run_dir(args.runs_dir)
-    steps = step_arguments(args, run_dir)
-    parser = build_parser(STEPS)
-    try:
+    own_file = args.csv or args.tsv
+    # What the steps would refuse, found before the first of them writes anything (the
+    # download step fetches what is missing): a split at step 2 must not replace the data
+    # folder's split for a run that step 3 then refuses.
+    require(
+        *local_files_problems(args),
+        tokenizer_problem(),
+        own_texts_problem(args),
+        other_split_problem(args.data_dir, "own" if own_file else args.dataset or "sms", own_file),
+        replace_problem(args.run_dir, args.overwrite) if args.run_dir else None,
+    )
+    with ExitStack() as held:
+        # Both folders are held until the last step ends: no other command splits into the
+        # data folder under the run trained on it, or takes the run folder meanwhile.
+        held.enter_context(claim_folder(args.data_dir))
+        run_dir = held.enter_context(
+            claim_run_dir(args.run_dir, args.overwrite, runs_dir=args.runs_dir)
+        )
+        steps = step_arguments(args, run_dir)
+        parser = build_parser(STEPS)
         for number, argv in enumerate(steps, start=1):
             print(f"\n=== Step {number}/{len(steps)}: gpt-spam {shlex.join(argv)}\n", flush=True)
             status = run_command(parser, argv)
             if status:
                 return status
-    finally:
-        if run_dir.is_dir() and not any(run_dir.iterdir()):  # no step saved anything
-            run_dir.rmdir()
     print(f"\nDone. Everything this run made is in {run_dir}/")
     return 0

@@ -4,7 +4,7 @@ training/validation/test CSVs."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ch06_classification.cli.options import (
     add_data_dir_option,
@@ -13,6 +13,11 @@ from ch06_classification.cli.options import (
     add_split_options,
 )
 from gpt.errors import UserFacingError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ch06_classification.sources.split_files import Balance, Dataset, SplitMethod
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,51 +48,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here so that `gpt-spam --help` does not load pandas.
     from ch06_classification.cli.options import parse_fractions
-    from ch06_classification.cli.prerequisites import dataset_problem, require
+    from ch06_classification.cli.prerequisites import dataset_problem, own_texts_problem, require
     from ch06_classification.sources.split_files import DEFAULT_FRACTIONS, write_splits
-    from ch06_classification.storage.datafiles import CLASS_NAMES, SPLIT_FILES, SPLIT_REPORT
+    from ch06_classification.storage.datafiles import SPLIT_FILES, SPLIT_REPORT
+    from ch06_classification.storage.safe_files import claim_folder
 
     own_file = args.csv or args.tsv
     if own_file is not None and args.dataset is not None:
         raise UserFacingError("give --dataset or your own --csv/--tsv file, not both")
-    if args.dataset == "imdb":
-        from ch06_classification.sources.imdb import IMDB_CLASS_NAMES, load_imdb
-
-        require(dataset_problem(args.data_dir, "imdb"))
-        # The bonus's two shuffles with the seed, and its cut: 35,000 / 5,000 / 10,000.
-        df, class_names, source = load_imdb(args.data_dir, args.seed), IMDB_CLASS_NAMES, "imdb"
-        balance, method = "none", "random"
-    elif own_file is None:
-        from ch06_classification.sources.sms import load_sms_spam
-
-        require(dataset_problem(args.data_dir))
-        df, class_names, source = load_sms_spam(args.data_dir), CLASS_NAMES, None
-        balance, method = "undersample", "random"  # the book's
+    if own_file is None:
+        require(dataset_problem(args.data_dir, args.dataset or "sms"))
     else:
-        from ch06_classification.sources.labelled_texts import class_names_of, read_labelled_texts
-
-        if not own_file.is_file():
-            raise UserFacingError(f"--{'csv' if args.csv else 'tsv'} {own_file}: no such file")
-        fmt = "csv" if args.csv else "tsv"
-        df = read_labelled_texts(own_file, args.text_column, args.label_column, fmt)
-        class_names, source = class_names_of(df["Label"]), str(own_file)
-        balance, method = "none", "stratified"
+        require(own_texts_problem(args, read=False))  # read below, while the folder is held
     fractions = parse_fractions(args.fractions) if args.fractions else DEFAULT_FRACTIONS
-    report = write_splits(
-        df,
-        args.data_dir,
-        args.seed,
-        args.dedupe,
-        class_names=class_names,
-        fractions=fractions,
-        balance=args.balance or balance,
-        method=args.split_method or method,
-        source=source,
-    )
+    # The folder is held from before the texts are read until their split is written: a
+    # second split into it meanwhile is refused, instead of both saying "Wrote" and one
+    # silently replacing the other's split.
+    with claim_folder(args.data_dir):
+        texts = read_texts(args)
+        report = write_splits(
+            texts.df,
+            args.data_dir,
+            args.seed,
+            args.dedupe,
+            class_names=texts.class_names,
+            fractions=fractions,
+            balance=args.balance or texts.balance,
+            method=args.split_method or texts.method,
+            dataset=texts.dataset,
+            source=str(own_file) if own_file is not None else None,
+        )
     print(format_report(report))
     written = [name for name in SPLIT_FILES.values() if name in report["files"]]
     print(f"Wrote {', '.join([*written, SPLIT_REPORT])} to {args.data_dir}")
     return 0
+
+
+class Texts(NamedTuple):
+    """The texts to split (``Label`` holds class names), what they are, and how they are
+    split unless the options say otherwise."""
+
+    df: pd.DataFrame
+    class_names: tuple[str, ...]
+    dataset: Dataset
+    balance: Balance
+    method: SplitMethod
+
+
+def read_texts(args: argparse.Namespace) -> Texts:
+    """The texts ``split``'s options name: the SMS collection, the IMDB reviews, or yours."""
+    if args.dataset == "imdb":
+        from ch06_classification.sources.imdb import IMDB_CLASS_NAMES, load_imdb
+
+        # The bonus's two shuffles with the seed, and its cut: 35,000 / 5,000 / 10,000.
+        df = load_imdb(args.data_dir, args.seed)
+        return Texts(df, IMDB_CLASS_NAMES, "imdb", "none", "random")
+    own_file = args.csv or args.tsv
+    if own_file is None:
+        from ch06_classification.classifier import CLASS_NAMES
+        from ch06_classification.sources.sms import load_sms_spam
+
+        # The book's: balanced by undersampling, one shuffle for everything.
+        return Texts(load_sms_spam(args.data_dir), CLASS_NAMES, "sms", "undersample", "random")
+    from ch06_classification.sources.labelled_texts import class_names_of, read_labelled_texts
+
+    fmt = "csv" if args.csv else "tsv"
+    df = read_labelled_texts(own_file, args.text_column, args.label_column, fmt)
+    return Texts(df, class_names_of(df["Label"]), "own", "none", "stratified")
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -35,14 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(parser)
     add_run_dir_option(parser, reading=False)
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help=(
-            "replace the run already in --run-dir, with its evaluations and plots "
-            "(default: refuse to)"
-        ),
-    )
+    add_overwrite_option(parser)
     parser.add_argument(
         "--full-checkpoint",
         action="store_true",
@@ -53,6 +46,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.set_defaults(run=run)
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: of ``train``, and of ``pipeline``, which passes it on."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace the run already in --run-dir, with its evaluations and plots "
+            "(default: refuse to)"
+        ),
+    )
 
 
 def settings_from_args(args: argparse.Namespace):
