@@ -82,7 +82,7 @@ def float_options() -> list[tuple[str, str]]:
     found by asking each option's own type to read "0.5"."""
     import argparse
 
-    from ch06_classification.cli import build_parser
+    from ch06_classification.cli.main import build_parser
 
     steps = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     found = []

@@ -16,13 +16,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from ch06_classification.classifier import CLASS_NAMES
 from ch06_classification.evaluating.metrics import (
     average_precision,
     precision_recall_curve,
     roc_auc,
     roc_curve,
 )
-from ch06_classification.storage.datafiles import CLASS_NAMES, atomic_output
+from ch06_classification.storage.datafiles import atomic_output
 
 FORMATS = ("png", "pdf")
 

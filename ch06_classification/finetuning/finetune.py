@@ -15,6 +15,7 @@ from dataclasses import replace
 import torch
 from torch.utils.data import DataLoader
 
+from ch06_classification.classifier import CLASS_NAMES
 from ch06_classification.dataset import SpamDataset
 from ch06_classification.evaluating.metrics import classification_metrics
 from ch06_classification.finetuning.loaders import DataLoaders, create_data_loaders
@@ -48,7 +49,6 @@ from ch06_classification.storage.base_weights import (
     describe_random,
 )
 from ch06_classification.storage.checkpoint import ClassifierInfo
-from ch06_classification.storage.datafiles import CLASS_NAMES
 from ch06_classification.storage.runs import TrainingResult
 from gpt.errors import UserFacingError
 from gpt.fast_attention import use_fast_attention

@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ch06_classification.classifier import TOKEN_POSITIONS, add_classification_head
+from ch06_classification.classifier import CLASS_NAMES, TOKEN_POSITIONS, add_classification_head
 from ch06_classification.finetuning.model import (
     TRAINABLE_LAYERS,
     random_gpt,
@@ -50,7 +50,7 @@ from ch06_classification.storage.base_weights import (
     kept_random_base,
     locate_pretrained,
 )
-from ch06_classification.storage.datafiles import CLASS_NAMES, MAX_CLASSES, atomic_output, id2label
+from ch06_classification.storage.datafiles import MAX_CLASSES, atomic_output, id2label
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
