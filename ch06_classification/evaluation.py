@@ -47,6 +47,7 @@ from ch06_classification.metrics import (
 )
 from ch06_classification.plots import plot_confusion_matrix, plot_roc_and_pr
 from ch06_classification.precision import set_classifier_precision
+from ch06_classification.printable import listed
 from ch06_classification.runs import read_training_texts
 from ch06_classification.safe_files import replace_together, write_json
 from ch06_classification.splits import (
@@ -145,7 +146,7 @@ def evaluate_predictor(
         if scores[name].shape[1:] != (len(class_names),):
             raise UserFacingError(
                 f"the classifier gives {scores[name].shape[1]} probabilities per message, but "
-                f"{data_dir} has {len(class_names)} classes ({', '.join(class_names[:6])})"
+                f"{data_dir} has {len(class_names)} classes ({listed(class_names)})"
             )
         if len(class_names) == 2:
             scores[name] = scores[name][:, 1]
@@ -222,8 +223,8 @@ def evaluate_run(
     threshold = resolve_threshold(class_names, threshold)
     if read_class_names(data_dir) != class_names:
         raise UserFacingError(
-            f"{run_dir} classifies into {', '.join(class_names[:6])}, but the splits in "
-            f"{data_dir} have the classes {', '.join(read_class_names(data_dir)[:6])}: "
+            f"{run_dir} classifies into {listed(class_names)}, but the splits in "
+            f"{data_dir} have the classes {listed(read_class_names(data_dir))}: "
             "evaluate it on the data it was trained for (--data-dir)"
         )
     problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)

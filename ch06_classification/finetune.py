@@ -37,6 +37,7 @@ from ch06_classification.fast_path import (
     prepare_fast_path,
 )
 from ch06_classification.metrics import classification_metrics
+from ch06_classification.printable import listed
 from ch06_classification.settings import TrainingSettings
 from ch06_classification.splits import check_training_splits, read_class_names
 from ch06_classification.training import (
@@ -175,8 +176,7 @@ def fine_tune(
         **overrides,
     )
     if class_names != CLASS_NAMES:
-        shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
-        log(f"Classes: {len(class_names)} ({shown}), from {settings.data_dir}")
+        log(f"Classes: {len(class_names)} ({listed(class_names)}), from {settings.data_dir}")
     log(describe_trainable(model))
     base = describe_base(settings, model)
     if settings.no_padding:

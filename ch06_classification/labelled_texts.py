@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from ch06_classification.datafiles import MAX_CLASSES, DataError
+from ch06_classification.printable import listed, quoted
 
 # (separator, quoting) of each format. A TSV has no quotes (the IANA format, and the SMS
 # collection's): a '"' is an ordinary character, so a text can never run on into the next.
@@ -77,10 +78,12 @@ def _parse(raw: bytes, fmt: str) -> pd.DataFrame:
 def _labelled(df: pd.DataFrame, text_column: str, label_column: str) -> pd.DataFrame:
     for option, column in (("--text-column", text_column), ("--label-column", label_column)):
         if column not in df.columns:
-            found = ", ".join(map(repr, df.columns[:8])) + (", ..." if len(df.columns) > 8 else "")
-            raise DataError(f"no column {column!r} (its columns: {found}); name it with {option}")
+            found = listed(df.columns, quote=True)
+            raise DataError(
+                f"no column {quoted(column)} (its columns: {found}); name it with {option}"
+            )
     if text_column == label_column:
-        raise DataError(f"the text and the label are both the column {text_column!r}")
+        raise DataError(f"the text and the label are both the column {quoted(text_column)}")
     if df.empty:
         raise DataError("has a header but no rows")
     # Data row i is line i + 2 of a file without line breaks inside its cells.
@@ -88,24 +91,25 @@ def _labelled(df: pd.DataFrame, text_column: str, label_column: str) -> pd.DataF
     empty = texts.str.strip() == ""
     if empty.any():
         raise DataError(
-            f"data row {int(empty.argmax()) + 1} has an empty {text_column!r} "
+            f"data row {int(empty.argmax()) + 1} has an empty {quoted(text_column)} "
             f"({int(empty.sum()):,} rows do): remove them or give them text"
         )
     unlabelled = labels == ""
     if unlabelled.any():
         raise DataError(
-            f"data row {int(unlabelled.argmax()) + 1} has an empty {label_column!r} "
+            f"data row {int(unlabelled.argmax()) + 1} has an empty {quoted(label_column)} "
             f"({int(unlabelled.sum()):,} rows do): remove them or label them"
         )
     distinct = labels.nunique()
     if distinct > MAX_CLASSES:
         raise DataError(
-            f"the label column {label_column!r} has {distinct:,} distinct values, more than "
-            f"the {MAX_CLASSES:,} classes allowed: is it the label column? (name it with "
+            f"the label column {quoted(label_column)} has {distinct:,} distinct values, more "
+            f"than the {MAX_CLASSES:,} classes allowed: is it the label column? (name it with "
             "--label-column)"
         )
     if distinct < 2:
         raise DataError(
-            f"every row has the label {labels.iloc[0]!r}: a classifier needs two classes or more"
+            f"every row has the label {quoted(labels.iloc[0])}: a classifier needs two classes "
+            "or more"
         )
     return pd.DataFrame({"Label": labels, "Text": texts}).reset_index(drop=True)

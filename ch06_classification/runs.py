@@ -18,6 +18,7 @@ import torch
 
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.datafiles import id2label
+from ch06_classification.printable import listed
 from ch06_classification.safe_files import (
     ensure_writable_folder,
     folder_lock,
@@ -118,7 +119,7 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
         return
     if not any(name in present for name in RUN_MARKERS):
         raise UserFacingError(
-            f"{run_dir} holds files but no run ({', '.join(sorted(present)[:3])}, ...): "
+            f"{run_dir} holds files but no run ({listed(sorted(present), shown=3)}): "
             "choose a new or empty folder for the run"
         )
     if not overwrite:
