@@ -1,17 +1,25 @@
 """`gpt-spam classify`: messages from arguments, files and standard input.
 
-Most tests call the command in this process (``main([...])``, fast); three run it the way
+Most tests call the command in this process (``main([...])``, fast); some run it the way
 a user does, in a fresh process, for what only a real process shows: the default run
-folder, bytes on standard input, and a one-line error with no traceback.
+folder, bytes on standard input, a one-line error with no traceback, and streams (an
+endless pipe answered as it arrives in bounded memory, a long file answered before it is
+read, a reader that goes away).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import os
 import re
 import runpy
+import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from ch06_classification.classifying.spam_classifier import SpamClassifier
 from ch06_classification.cli.main import main
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
-from tests.run_cli import ROOT, gpt_spam
+from tests.run_cli import ROOT, command, environment, gpt_spam, start_gpt_spam
 from tests.tiny_classifier import MAX_LENGTH, MESSAGES, write_tiny_checkpoint
 
 LINE = re.compile(r"(ham|spam) +([01]\.\d{3})  (.*)")  # label, probability, message
@@ -120,6 +128,139 @@ def test_a_truncated_checkpoint_is_one_line_naming_the_file(
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"gpt-spam classify: error: {damaged} is not a readable")
     assert result.stdout == ""
+
+
+# --- Streams: answered as they arrive (fresh processes) ----------------------------------
+
+PROC = Path("/proc/self")
+needs_proc = pytest.mark.skipif(not PROC.is_dir(), reason="reads the process's state in /proc")
+
+
+@contextmanager
+def running(*args: str | Path, cwd: Path, limit: float = 180) -> Iterator[subprocess.Popen]:
+    """``gpt-spam ARGS`` started, killed at the end of the block, or after ``limit`` seconds
+    (a safety net: a read from a process that hangs would otherwise never end)."""
+    process = start_gpt_spam(*args, cwd=cwd)
+    watchdog = threading.Timer(limit, process.kill)
+    watchdog.start()
+    try:
+        yield process
+    finally:
+        watchdog.cancel()
+        process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            with suppress(OSError, ValueError):  # e.g. a broken pipe, flushing stdin
+                pipe.close()
+
+
+def feed_endlessly(process: subprocess.Popen, line: Callable[[int], str]) -> None:
+    """Write ``line(0)``, ``line(1)``, ... to the process's stdin, in a thread, until it stops
+    reading (like ``yes``, but numbered)."""
+
+    def write() -> None:
+        try:
+            for number in itertools.count():
+                process.stdin.write(f"{line(number)}\n".encode())
+        except (OSError, ValueError):  # the process ended: a broken pipe, a closed file
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+
+
+def peak_memory_kib(pid: int) -> int:
+    """The most resident memory the process has had (VmHWM), in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1])
+
+
+def read_position(pid: int, path: Path) -> int | None:
+    """How far the process has read into ``path``, if it has the file open."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if Path(os.readlink(fd)) == path:
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                return int(re.search(r"^pos:\s+(\d+)", info, re.MULTILINE)[1])
+        except OSError:  # a descriptor closed meanwhile
+            continue
+    return None
+
+
+@needs_proc
+def test_an_endless_stream_is_answered_in_order_as_it_arrives_in_bounded_memory(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    # Numbered messages of ~2 KB: keeping those read would show in memory, soon.
+    padding = " win a prize" * 170
+    first, later = 500, 2000
+    command = ["classify", "--checkpoint", checkpoint, "--device", "cpu", "--json", "-"]
+
+    with running(*command, cwd=tmp_path) as process:
+        feed_endlessly(process, lambda number: f"message {number}{padding}")
+        peaks = {}
+        for number in range(later):
+            row = json.loads(process.stdout.readline())
+            assert row["text"] == f"message {number}{padding}"  # in order, none left out
+            if number + 1 in (first, later):
+                peaks[number + 1] = peak_memory_kib(process.pid)
+        assert process.poll() is None  # still classifying the endless input
+
+    # Read as a whole (or kept), the 1,500 messages between the two would add ~3 MB.
+    between = (later - first) * len(padding) / 1024
+    assert peaks[later] - peaks[first] < between / 2, (peaks, between)
+
+
+@needs_proc
+@pytest.mark.parametrize("name", ["inbox.txt", "inbox.csv"])
+def test_a_long_file_is_answered_before_it_is_read(
+    tmp_path: Path, checkpoint: Path, name: str
+) -> None:
+    inbox = tmp_path / name
+    texts = [f"message {number}" for number in range(200_000)]
+    inbox.write_text(("Text\n" if name.endswith(".csv") else "") + "\n".join(texts) + "\n")
+    command = ["classify", "--checkpoint", checkpoint, "--device", "cpu", "--json"]
+
+    with running(*command, "--file", inbox, cwd=tmp_path) as process:
+        answers = [json.loads(process.stdout.readline())["text"] for _ in range(10)]
+        position = read_position(process.pid, inbox)
+
+    assert answers == texts[:10]
+    # Still open, and read only a little way in: the rest is read as it is classified.
+    assert position is not None
+    assert position < inbox.stat().st_size / 10
+
+
+def test_a_reader_that_goes_away_ends_the_stream_quietly(tmp_path: Path, checkpoint: Path) -> None:
+    command = ["classify", "--checkpoint", checkpoint, "--device", "cpu", "--precision", "fp32"]
+
+    with running(*command, "-", cwd=tmp_path) as process:
+        feed_endlessly(process, lambda number: f"message {number}")
+        assert process.stdout.readline().endswith(b"  message 0\n")
+        process.stdout.close()  # as `gpt-spam classify - | head -1` does
+        status = process.wait(timeout=120)
+        stderr = process.stderr.read().decode()
+
+    assert status == 141  # as a shell reports a program stopped by a closed pipe
+    assert stderr == ""  # no error, no traceback, no "Exception ignored"
+
+
+def test_a_closed_stdout_is_one_line(tmp_path: Path, checkpoint: Path) -> None:
+    # `gpt-spam classify - >&-`: results would have nowhere to go, however long the input.
+    classify = command(("classify", "--checkpoint", checkpoint, "-"))
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *classify],
+        cwd=tmp_path,
+        env=environment(),
+        input=b"ok\n",
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        "gpt-spam classify: error: standard output is closed: there is nowhere to print results\n"
+    )
 
 
 # --- Where messages come from ---------------------------------------------------------

@@ -7,6 +7,7 @@ expensive work, or, for long messages, cut to fit with a count in the log.
 from __future__ import annotations
 
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -208,3 +209,153 @@ def test_the_longest_message_is_capped_at_the_models_context(tmp_path: Path, tok
     assert capped.max_length == 16 and capped.num_truncated == 1
     assert capped.lengths.tolist() == [sizes[0], 16, sizes[2]]
     assert capped.encoded_texts[1] == tokenizer.encode(texts[1])[:16]
+
+
+# --- Data on the terminal -------------------------------------------------------------------
+
+# Class names that would recolour the terminal, break a line, and retitle the window.
+HOSTILE_LABELS = {
+    "\x1b[31mred": "invoice refund",
+    "a\nb": "parcel courier",
+    "\x1b]0;title\x07": "password reset",
+}
+
+
+def assert_printable(output: str) -> None:
+    """No escape (ESC, or the one-byte CSI), no bell. (A progress bar's carriage returns
+    are the command's own.)"""
+    assert not set(output) & {"\x1b", "\x07", "\x9b"}, repr(output)
+
+
+def test_hostile_class_names_reach_the_terminal_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tiny_models
+) -> None:
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    rows = [(label, f"{words} {n}") for n in range(30) for label, words in HOSTILE_LABELS.items()]
+    pd.DataFrame(rows, columns=["label", "text"]).to_csv(tmp_path / "own.csv", index=False)
+    data = ["--data-dir", "own"]
+
+    with warnings.catch_warnings(record=True) as warned:  # e.g. matplotlib's, about glyphs
+        warnings.simplefilter("always")
+        assert main(["split", "--csv", "own.csv", *data]) == 0
+        train = ["train", *data, "--weights", "random", "--run-dir", "run", "--epochs", "1"]
+        assert main([*train, "--context-length", "6"]) == 0
+        assert main(["evaluate", *data, "--run-dir", "run"]) == 0
+    out, err = capsys.readouterr()
+    assert_printable(out + err + "".join(str(warning.message) for warning in warned))
+    # Named, escaped and on one line: the split summary, the logs, the tables.
+    assert "30 ?[31mred, 30 ?]0;title?, 30 a b" in out
+    assert "Classes: 3 (?[31mred, ?]0;title?, a b)" in out
+    assert "a b: recall" in out and "true \\ predicted  ?[31mred  ?]0;title?  a b" in out
+
+    messages = ["invoice refund", "parcel courier", "password reset"]
+    for output in ([], ["--json"]):
+        assert main(["classify", "--run-dir", "run", *output, *messages]) == 0
+        out, err = capsys.readouterr()
+        assert_printable(out + err)
+        lines = out.splitlines()
+        assert len(lines) == len(messages)  # one line a message, whatever its label
+        assert all(message in line for line, message in zip(lines, messages, strict=True))
+
+
+# --- Errors that quote data -----------------------------------------------------------------
+
+MANY = 100_000
+READABLE = 500  # characters: an error line a person reads whole
+
+
+def assert_one_short_line(err: str) -> str:
+    [line] = err.splitlines()
+    assert len(line) < READABLE, f"{len(line):,} characters: {line[:200]}..."
+    return line
+
+
+def test_a_checkpoint_of_a_hundred_thousand_labels_is_refused_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from ch06_classification.storage.checkpoint import read_classifier_info
+    from tests.tiny_classifier import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(tmp_path)
+    description = json.loads(read_classifier_info(path).to_json())
+    description["labels"] = [f"l{number}" for number in range(MANY)]
+    save_file(load_file(path), str(path), metadata={"gpt_spam": json.dumps(description)})
+
+    assert main(["classify", "--checkpoint", str(path), "hello"]) == 1
+
+    line = assert_one_short_line(capsys.readouterr().err)
+    assert "labels ['l0', 'l1', 'l2', 'l3', 'l4', 'l5', ...] (100,000 in all) are not" in line
+
+
+def test_a_split_report_of_a_hundred_thousand_classes_is_refused_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    data = synthetic_data(tmp_path / "data")
+    id2label = {str(number): f"class {number}" for number in range(MANY)}
+    (data / "split_report.json").write_text(json.dumps({"id2label": id2label}))
+
+    assert main(["train", "--data-dir", str(data), "--weights", "random"]) == 1
+
+    line = assert_one_short_line(capsys.readouterr().err)
+    assert "is damaged (id2label {" in line and "(100,000 in all)" in line
+
+
+@pytest.mark.parametrize("where", ["split", "classify"])
+def test_a_hundred_thousand_columns_are_named_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, checkpoint: Path, where: str
+) -> None:
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(f"column{n}" for n in range(MANY)) + "\n" + "x," * (MANY - 1) + "x\n")
+
+    if where == "split":
+        command = ["split", "--csv", str(wide), "--data-dir", str(tmp_path / "data")]
+    else:
+        command = ["classify", "--checkpoint", str(checkpoint), "--file", str(wide)]
+    assert main(command) == 1
+
+    line = assert_one_short_line(capsys.readouterr().err)
+    assert (
+        "'column0', 'column1', 'column2', 'column3', 'column4', 'column5', ... (99,994 more)"
+        in line
+    )
+
+
+def test_a_label_of_a_megabyte_is_quoted_in_one_short_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    huge = "\x1b[31m" + "spam " * 200_000  # one label, on every row: too few classes
+    own = tmp_path / "own.csv"
+    own.write_text("text,label\n" + "".join(f'hi {n},"{huge}"\n' for n in range(3)))
+
+    assert main(["split", "--csv", str(own), "--data-dir", str(tmp_path / "data")]) == 1
+
+    line = assert_one_short_line(capsys.readouterr().err)
+    assert "every row has the label '\\x1b[31mspam spam" in line  # escaped, cut
+
+
+def test_any_error_is_one_line_of_readable_length(capsys: pytest.CaptureFixture) -> None:
+    """The last line of defence: an error that quotes data without ``printable``'s help."""
+    from types import SimpleNamespace
+
+    from ch06_classification.cli.running import ERROR_WIDTH, build_parser, run_command
+    from gpt.errors import UserFacingError
+
+    def fail(args: object) -> int:
+        raise UserFacingError("bad value \x1b]0;title\x07\n" + "x" * 10**6)
+
+    step = SimpleNamespace(register=lambda steps: steps.add_parser("fail").set_defaults(run=fail))
+
+    assert run_command(build_parser([step]), ["fail"]) == 1
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("gpt-spam fail: error: bad value ?]0;title? xxx")
+    assert len(line) <= len("gpt-spam fail: error: ") + ERROR_WIDTH

@@ -9,7 +9,7 @@ is spent on padding, with gradients off.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ch06_classification.storage.checkpoint import (
     load_classifier,
     save_checkpoint_folder,
 )
+from ch06_classification.storage.printable import listed
 from gpt.errors import UserFacingError
 from gpt.fast_attention import use_fast_attention
 from gpt.lora import merge_lora
@@ -203,12 +204,17 @@ class SpamClassifier:
 
     @torch.inference_mode()
     def predict_proba_encoded(
-        self, encoded: Sequence[list[int]], progress: bool = False
+        self,
+        encoded: Sequence[list[int]],
+        progress: bool = False,
+        on_batch: Callable[[int], object] | None = None,
     ) -> np.ndarray:
         """``predict_proba`` for messages already encoded with ``encode``.
 
         Messages are grouped by length, so each batch is padded only a little, and the
-        results are put back in the input order.
+        results are put back in the input order. ``progress`` shows a bar of the batches;
+        ``on_batch`` is told how many messages each batch classified (e.g. a caller's own
+        bar, over many calls).
         """
         if any(len(ids) == 0 for ids in encoded):
             # With no real token, the "flexible" position would be -1: there is nothing to read.
@@ -239,6 +245,8 @@ class SpamClassifier:
                 info.average_embeddings,
             )
             probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if on_batch is not None:
+                on_batch(len(chunk))
         return probabilities
 
 
@@ -246,8 +254,7 @@ def two_class_only(labels: Sequence[str]) -> str:
     """Why a threshold cannot apply to a classifier of ``labels``."""
     return (
         f"a threshold is for two classes, and this classifier has {len(labels)} "
-        f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''}): each message gets "
-        "its most probable class"
+        f"({listed(labels)}): each message gets its most probable class"
     )
 
 

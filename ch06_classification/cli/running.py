@@ -3,19 +3,29 @@
 ``cli.py`` runs every step through here; ``pipeline`` and ``experiments``, which chain
 steps, run them the same way with a parser of only the steps they chain, so no step
 imports ``cli`` (which imports every step).
+
+An error is one line on stderr, of readable length, whatever data it quotes
+(``printable.one_line``). A reader of stdout that goes away (``gpt-spam classify - |
+head``) ends the step quietly, as it ends ``cat``: no error, no traceback, exit status 141
+(128 + SIGPIPE, what a shell reports for a program stopped by a closed pipe).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from types import ModuleType
 from typing import Any
 
+from ch06_classification.printable import one_line
 from gpt.errors import UserFacingError, describe_os_error
 
 PROG = "gpt-spam"
+ERROR_WIDTH = 1000  # characters: any error a person needs to read fits
+CLOSED_PIPE_STATUS = 141  # 128 + SIGPIPE (13)
 
 
 def build_parser(steps: Sequence[ModuleType], **parser_options: Any) -> argparse.ArgumentParser:
@@ -37,16 +47,44 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
     if unknown:  # argparse would show the usage of `gpt-spam` itself, not of the step
         args.step_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return args.run(args) or 0
+        status = args.run(args) or 0
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a failure is reported, not at exit
+        return status
+    except BrokenPipeError:  # the rest of the output is not wanted
+        discard_stdout()
+        return CLOSED_PIPE_STATUS
     except UserFacingError as error:
-        print(f"{parser.prog} {args.command}: error: {error_message(error)}", file=sys.stderr)
+        report(parser, args, error_message(error))
         return 1
     except OSError as error:  # a read-only or full disk, a file where a folder should be, ...
-        print(f"{parser.prog} {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
+        report(parser, args, describe_os_error(error))
+        discard_stdout(unless_it_flushes=True)
         return 1
     except KeyboardInterrupt:
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def report(parser: argparse.ArgumentParser, args: argparse.Namespace, message: str) -> None:
+    """``message`` as one line on stderr, of readable length (see ``ERROR_WIDTH``)."""
+    print(f"{parser.prog} {args.command}: error: {one_line(message, ERROR_WIDTH)}", file=sys.stderr)
+
+
+def discard_stdout(unless_it_flushes: bool = False) -> None:
+    """Point stdout at nothing, so that Python's last flush at exit cannot fail again with
+    a traceback (the pattern Python's documentation gives for SIGPIPE); with
+    ``unless_it_flushes``, only if what it holds cannot be written (a full disk)."""
+    if sys.stdout is None:
+        return
+    if unless_it_flushes:
+        try:
+            sys.stdout.flush()
+            return
+        except OSError:
+            pass
+    with suppress(OSError, ValueError):  # ValueError: no descriptor (a test's StringIO)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def error_message(error: UserFacingError) -> str:

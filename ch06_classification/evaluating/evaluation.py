@@ -58,6 +58,7 @@ from ch06_classification.sources.split_files import (
 from ch06_classification.speed.precision import set_classifier_precision
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
 from ch06_classification.storage.datafiles import SPLIT_FILES, id2label
+from ch06_classification.storage.printable import listed
 from ch06_classification.storage.runs import read_training_texts
 from ch06_classification.storage.safe_files import replace_together, write_json
 from gpt.errors import UserFacingError
@@ -149,7 +150,7 @@ def evaluate_predictor(
         if scores[name].shape[1:] != (len(class_names),):
             raise UserFacingError(
                 f"the classifier gives {scores[name].shape[1]} probabilities per message, but "
-                f"{data_dir} has {len(class_names)} classes ({', '.join(class_names[:6])})"
+                f"{data_dir} has {len(class_names)} classes ({listed(class_names)})"
             )
         if len(class_names) == 2:
             scores[name] = scores[name][:, 1]
@@ -226,8 +227,8 @@ def evaluate_run(
     threshold = resolve_threshold(class_names, threshold)
     if read_class_names(data_dir) != class_names:
         raise UserFacingError(
-            f"{run_dir} classifies into {', '.join(class_names[:6])}, but the splits in "
-            f"{data_dir} have the classes {', '.join(read_class_names(data_dir)[:6])}: "
+            f"{run_dir} classifies into {listed(class_names)}, but the splits in "
+            f"{data_dir} have the classes {listed(read_class_names(data_dir))}: "
             "evaluate it on the data it was trained for (--data-dir)"
         )
     problem = evaluated_problem(run_dir, data_dir, threshold, overwrite)

@@ -36,6 +36,7 @@ import sklearn.metrics
 from numpy.typing import ArrayLike
 from sklearn.exceptions import UndefinedMetricWarning
 
+from ch06_classification.storage.printable import NAME_WIDTH, one_line
 from gpt.errors import UserFacingError
 
 # --- Input checks -----------------------------------------------------------------------
@@ -449,7 +450,7 @@ def format_metrics_table(
         shown = PER_CLASS_ROWS if len(names) <= PER_CLASS_IN_FULL else PER_CLASS_ROWS[:1]
         for name in names:
             for key, what, fmt in shown:
-                label = f"{name}: {what}"
+                label = f"{one_line(name, NAME_WIDTH)}: {what}"
                 rows.append(
                     [
                         label,
@@ -457,7 +458,7 @@ def format_metrics_table(
                     ]
                 )
     else:
-        positive = class_names[1] if class_names else "spam"
+        positive = one_line(class_names[1], NAME_WIDTH) if class_names else "spam"
         rows = [
             [f"{positive} messages" if key == "n_spam" else label,
              *(cell(m, key, fmt) for m in columns.values())]
@@ -479,7 +480,7 @@ def format_metrics_table(
 
 def format_confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]) -> str:
     """The N x N counts as text: a row per true class, a column per predicted class."""
-    names = [str(name) for name in class_names]
+    names = [one_line(str(name), NAME_WIDTH) for name in class_names]
     cells = [[str(int(count)) for count in row] for row in matrix]
     first = max(len("true \\ predicted"), *map(len, names))
     widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(names)]

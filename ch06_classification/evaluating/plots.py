@@ -24,8 +24,16 @@ from ch06_classification.evaluating.metrics import (
     roc_curve,
 )
 from ch06_classification.storage.datafiles import atomic_output
+from ch06_classification.storage.printable import NAME_WIDTH, one_line
 
 FORMATS = ("png", "pdf")
+
+
+def plot_text(name: str) -> str:
+    """A class name as a figure shows it: on one line with no control character
+    (``printable.one_line``; matplotlib would warn of each missing glyph, raw, on stderr),
+    and each "$" a dollar sign, not the start of a formula."""
+    return one_line(name, NAME_WIDTH).replace("$", r"\$")
 
 
 # --- Saving -----------------------------------------------------------------------------
@@ -54,7 +62,7 @@ def save_png_and_pdf(fig: Figure, path: str | Path) -> list[Path]:
 
 def _legend_label(name: str, metric: str, value: float) -> str:
     shown = "n/a" if math.isnan(value) else f"{value:.4f}"
-    return f"{name} ({metric} = {shown})"
+    return f"{plot_text(name)} ({metric} = {shown})"
 
 
 def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figure:
@@ -133,8 +141,9 @@ def confusion_matrix_figure(
         color = "white" if darkest and count > darkest / 2 else "black"
         axis.text(column, row, str(int(count)), ha="center", va="center", color=color)
 
-    axis.set_xticks(range(k), labels=class_names, rotation=45 if k > 4 else 0)
-    axis.set_yticks(range(k), labels=class_names)
+    names = [plot_text(name) for name in class_names]
+    axis.set_xticks(range(k), labels=names, rotation=45 if k > 4 else 0)
+    axis.set_yticks(range(k), labels=names)
     axis.set(title=title, xlabel="Predicted label", ylabel="True label")
     return fig
 

@@ -49,6 +49,7 @@ from ch06_classification.storage.base_weights import (
     describe_random,
 )
 from ch06_classification.storage.checkpoint import ClassifierInfo
+from ch06_classification.storage.printable import listed
 from ch06_classification.storage.runs import TrainingResult
 from gpt.errors import UserFacingError
 from gpt.fast_attention import use_fast_attention
@@ -203,8 +204,7 @@ def fine_tune(
     if settings.precision == "bf16":
         use_fast_attention(model)  # faster on a CPU in bfloat16; the same elsewhere
     if class_names != CLASS_NAMES:
-        shown = ", ".join(class_names[:6]) + (", ..." if len(class_names) > 6 else "")
-        log(f"Classes: {len(class_names)} ({shown}), from {settings.data_dir}")
+        log(f"Classes: {len(class_names)} ({listed(class_names)}), from {settings.data_dir}")
     log(describe_trainable(model))
     base = describe_base(settings, model)
     if settings.no_padding:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from ch06_classification.storage.datafiles import MAX_CLASSES, DataError
+from ch06_classification.storage.printable import listed, quoted
 
 # (separator, quoting) of each format. A TSV has no quotes (the IANA format, and the SMS
 # collection's): a '"' is an ordinary character, so a text can never run on into the next.
@@ -47,7 +48,7 @@ def read_labelled_texts(
         text_index = _column(header, text_column, "--text-column")
         label_index = _column(header, label_column, "--label-column")
         if text_column == label_column:
-            raise DataError(f"the text and the label are both the column {text_column!r}")
+            raise DataError(f"the text and the label are both the column {quoted(text_column)}")
         _check_no_rows_run_together(rows, label_index, len(header), FORMATS[fmt][0])
         texts = pd.Series([row.fields[text_index] for row in rows], dtype=str)
         labels = pd.Series([row.fields[label_index] for row in rows], dtype=str)
@@ -165,8 +166,8 @@ def _check_no_rows_run_together(
 def _column(header: list[str], name: str, option: str) -> int:
     """The position of the column ``name`` (the first, if the header names it twice)."""
     if name not in header:
-        found = ", ".join(map(repr, header[:8])) + (", ..." if len(header) > 8 else "")
-        raise DataError(f"no column {name!r} (its columns: {found}); name it with {option}")
+        found = listed(header, quote=True)
+        raise DataError(f"no column {quoted(name)} (its columns: {found}); name it with {option}")
     return header.index(name)
 
 
@@ -180,24 +181,25 @@ def _labelled(
     empty = texts.str.strip() == ""
     if empty.any():
         raise DataError(
-            f"data row {int(empty.argmax()) + 1} has an empty {text_column!r} "
+            f"data row {int(empty.argmax()) + 1} has an empty {quoted(text_column)} "
             f"({int(empty.sum()):,} rows do): remove them or give them text"
         )
     unlabelled = labels == ""
     if unlabelled.any():
         raise DataError(
-            f"data row {int(unlabelled.argmax()) + 1} has an empty {label_column!r} "
+            f"data row {int(unlabelled.argmax()) + 1} has an empty {quoted(label_column)} "
             f"({int(unlabelled.sum()):,} rows do): remove them or label them"
         )
     distinct = labels.nunique()
     if distinct > MAX_CLASSES:
         raise DataError(
-            f"the label column {label_column!r} has {distinct:,} distinct values, more than "
-            f"the {MAX_CLASSES:,} classes allowed: is it the label column? (name it with "
+            f"the label column {quoted(label_column)} has {distinct:,} distinct values, more "
+            f"than the {MAX_CLASSES:,} classes allowed: is it the label column? (name it with "
             "--label-column)"
         )
     if distinct < 2:
         raise DataError(
-            f"every row has the label {labels.iloc[0]!r}: a classifier needs two classes or more"
+            f"every row has the label {quoted(labels.iloc[0])}: a classifier needs two classes "
+            "or more"
         )
     return pd.DataFrame({"Label": labels, "Text": texts}).reset_index(drop=True)

@@ -26,6 +26,7 @@ import requests
 from tqdm import tqdm
 
 from ch06_classification.storage.datafiles import SMS_SPAM_TSV, SOURCE_ENV_VAR, DataError, option
+from ch06_classification.storage.printable import listed
 from ch06_classification.storage.safe_files import (
     atomic_output,
     ensure_writable_folder,
@@ -153,7 +154,7 @@ def _find_problem(df: pd.DataFrame) -> str | None:
         return f"expected {EXPECTED_ROWS:,} rows, found {len(df):,}"
     unknown = sorted(set(df["Label"]) - set(EXPECTED_CLASS_COUNTS))
     if unknown:
-        return f"labels must be 'ham' or 'spam', found {', '.join(map(repr, unknown[:3]))}"
+        return f"labels must be 'ham' or 'spam', found {listed(unknown, quote=True, shown=3)}"
     counts = df["Label"].value_counts()
     for label, expected in EXPECTED_CLASS_COUNTS.items():
         if counts.get(label, 0) != expected:

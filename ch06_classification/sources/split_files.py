@@ -40,6 +40,7 @@ from ch06_classification.storage.datafiles import (
     class_names_from_id2label,
     id2label,
 )
+from ch06_classification.storage.printable import NAME_WIDTH, listed, one_line, quoted
 from ch06_classification.storage.safe_files import replace_together, settle
 
 Balance = Literal["none", "undersample"]
@@ -255,8 +256,8 @@ def _check_every_class_trained(
         if class_id not in trained:
             rows = int((df["Label"] == name).sum())
             raise DataError(
-                f"class {name!r} has {rows:,} row{'s' if rows != 1 else ''}, too few for one "
-                "to land in the training split: give it more rows, or remove it"
+                f"class {quoted(name)} has {rows:,} row{'s' if rows != 1 else ''}, too few for "
+                "one to land in the training split: give it more rows, or remove it"
             )
 
 
@@ -514,7 +515,10 @@ def check_training_splits(data_dir: str | Path) -> int:
     labels = set(train["Label"])
     for class_id, name in enumerate(read_class_names(data_dir)):
         if class_id not in labels:
-            raise DataError(f"{path}: no {name} message ({class_id}): nothing to learn it from")
+            raise DataError(
+                f"{path}: no {one_line(name, NAME_WIDTH)} message ({class_id}): nothing to "
+                "learn it from"
+            )
     for name in ("validation", "test"):
         read_split(data_dir / SPLIT_FILES[name])
     return len(train)
@@ -534,7 +538,7 @@ def _parse_split(raw: bytes, class_names: Sequence[str] = CLASS_NAMES) -> pd.Dat
         raise DataError(f"not a CSV file ({str(error).strip()})") from None
     missing = [column for column in ("Label", "Text") if column not in df.columns]
     if missing:
-        found = ", ".join(map(repr, df.columns[:4])) or "none"
+        found = listed(df.columns, quote=True) or "none"
         raise DataError(f"needs the columns 'Label' and 'Text' (found {found})")
     if df.empty:
         raise DataError("holds no messages")
@@ -542,10 +546,9 @@ def _parse_split(raw: bytes, class_names: Sequence[str] = CLASS_NAMES) -> pd.Dat
     unknown = ~df["Label"].isin(labels)
     if unknown.any():
         row = int(unknown.argmax())
-        known = ", ".join(f"{i} ({name})" for i, name in enumerate(class_names[:5]))
-        more = f", ... {len(class_names) - 1}" if len(class_names) > 5 else ""
+        known = listed(f"{i} ({name})" for i, name in enumerate(class_names))
         raise DataError(
-            f"row {row + 1} has the label {df['Label'].iloc[row]!r}; labels are {known}{more}"
+            f"row {row + 1} has the label {quoted(df['Label'].iloc[row])}; labels are {known}"
         )
     empty = df["Text"] == ""
     if empty.any():

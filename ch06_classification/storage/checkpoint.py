@@ -51,6 +51,7 @@ from ch06_classification.storage.base_weights import (
     locate_pretrained,
 )
 from ch06_classification.storage.datafiles import MAX_CLASSES, atomic_output, id2label
+from ch06_classification.storage.printable import quoted
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
@@ -147,23 +148,30 @@ def _require(condition: bool, problem: str) -> None:
 
 def _one_of(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
     value = values[key]
-    _require(value in choices, f"{key} is {value!r}, not one of {', '.join(choices)}")
+    _require(value in choices, f"{key} is {quoted(value)}, not one of {', '.join(choices)}")
     return value
 
 
 def _parse_config(values: Any) -> GPTConfig:
     _require(isinstance(values, dict), "config is not an object")
     names = {f.name for f in dataclasses.fields(GPTConfig)}
-    _require(set(values) == names, f"config has entries {sorted(values)}, expected {sorted(names)}")
+    _require(
+        set(values) == names,
+        f"config has entries {quoted(sorted(values))}, expected {sorted(names)}",
+    )
     for key in _CONFIG_INTS:
-        _require(_is_int(values[key]) and values[key] >= 1, f"config {key} is {values[key]!r}")
+        _require(
+            _is_int(values[key]) and values[key] >= 1, f"config {key} is {quoted(values[key])}"
+        )
     drop_rate = values["drop_rate"]
     _require(
         isinstance(drop_rate, (int, float)) and not isinstance(drop_rate, bool),
-        f"config drop_rate is {drop_rate!r}",
+        f"config drop_rate is {quoted(drop_rate)}",
     )
     _require(0.0 <= drop_rate < 1.0, f"config drop_rate {drop_rate} is outside [0, 1)")
-    _require(isinstance(values["qkv_bias"], bool), f"config qkv_bias is {values['qkv_bias']!r}")
+    _require(
+        isinstance(values["qkv_bias"], bool), f"config qkv_bias is {quoted(values['qkv_bias'])}"
+    )
     return GPTConfig.from_dict(values)  # checks emb_dim % n_heads and the implementation
 
 
@@ -172,24 +180,30 @@ def _parse_base(values: Any, info: dict[str, Any]) -> BaseWeights | None:
         return None
     _require(isinstance(values, dict), "base is not an object")
     names = {f.name for f in dataclasses.fields(BaseWeights)}
-    _require(set(values) <= names, f"base has unknown entries {sorted(set(values) - names)}")
+    _require(
+        set(values) <= names, f"base has unknown entries {quoted(sorted(set(values) - names))}"
+    )
     _require({"kind", "preset", "sha256"} <= set(values), "base lacks kind, preset or sha256")
     kind = _one_of(values, "kind", BASE_KINDS)
-    _require(kind == info["weights"], f"base is {kind!r} but weights is {info['weights']!r}")
+    _require(
+        kind == info["weights"], f"base is {quoted(kind)} but weights is {quoted(info['weights'])}"
+    )
     _require(values["preset"] == info["model_preset"], "base preset differs from model_preset")
     sha256 = values["sha256"]
     _require(
         isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256) is not None,
-        f"base sha256 {sha256!r} is not a SHA-256",
+        f"base sha256 {quoted(sha256)} is not a SHA-256",
     )
     if kind == "random":
-        _require(_is_int(values.get("seed")), f"base seed is {values.get('seed')!r}")
+        _require(_is_int(values.get("seed")), f"base seed is {quoted(values.get('seed'))}")
         _require(
             values.get("init") in RANDOM_INITS,
-            f"base init is {values.get('init')!r}, not one of {', '.join(RANDOM_INITS)}",
+            f"base init is {quoted(values.get('init'))}, not one of {', '.join(RANDOM_INITS)}",
         )
     else:
-        _require(isinstance(values.get("file", ""), str), f"base file is {values.get('file')!r}")
+        _require(
+            isinstance(values.get("file", ""), str), f"base file is {quoted(values.get('file'))}"
+        )
     return BaseWeights(**values)
 
 
@@ -199,18 +213,22 @@ def parse_description(values: Any) -> ClassifierInfo:
     version = values.get("format_version")
     _require(
         version == FORMAT_VERSION,
-        f"format version {version}, expected {FORMAT_VERSION} (written by another gpt-spam? "
-        "retrain with this one)",
+        f"format version {quoted(version)}, expected {FORMAT_VERSION} (written by another "
+        "gpt-spam? retrain with this one)",
     )
     names = {f.name for f in dataclasses.fields(ClassifierInfo)}
     keys = set(values) - {"format_version"}
     _require(not names - keys, f"the description lacks {sorted(names - keys)}")
-    _require(not keys - names, f"the description has unknown entries {sorted(keys - names)}")
+    _require(
+        not keys - names, f"the description has unknown entries {quoted(sorted(keys - names))}"
+    )
 
     config = _parse_config(values["config"])
     max_length = values["max_length"]
     # (It may exceed the context: messages are cut to both.)
-    _require(_is_int(max_length) and max_length >= 1, f"max_length {max_length!r} is not >= 1")
+    _require(
+        _is_int(max_length) and max_length >= 1, f"max_length {quoted(max_length)} is not >= 1"
+    )
     _one_of(values, "token_position", TOKEN_POSITIONS)
     labels = values["labels"]
     _require(
@@ -218,15 +236,16 @@ def parse_description(values: Any) -> ClassifierInfo:
         and 2 <= len(labels) <= MAX_CLASSES
         and all(isinstance(label, str) and label for label in labels)
         and len(set(labels)) == len(labels),
-        f"labels {labels!r} are not 2 to {MAX_CLASSES} different names",
+        f"labels {quoted(labels)} are not 2 to {MAX_CLASSES} different names",
     )
     preset = _one_of(values, "model_preset", tuple(PRESETS))
     _one_of(values, "weights", BASE_KINDS)
     _one_of(values, "trainable_layers", TRAINABLE_LAYERS)
-    _require(values["tokenizer"] == "gpt2", f"tokenizer {values['tokenizer']!r} is not gpt2")
+    _require(values["tokenizer"] == "gpt2", f"tokenizer {quoted(values['tokenizer'])} is not gpt2")
     pad = values["pad_token_id"]
     _require(
-        _is_int(pad) and 0 <= pad < config.vocab_size, f"pad_token_id {pad!r} is not a token id"
+        _is_int(pad) and 0 <= pad < config.vocab_size,
+        f"pad_token_id {quoted(pad)} is not a token id",
     )
     _require(isinstance(values["extra"], dict), "extra is not an object")
 
@@ -242,9 +261,9 @@ def parse_description(values: Any) -> ClassifierInfo:
         # The tensors' shapes cannot tell 12 heads of 64 from 16 heads of 48: the preset can.
         _require(
             getattr(config, key) == getattr(expected, key),
-            f"config {key} is {getattr(config, key)!r} but {preset}"
+            f"config {key} is {quoted(getattr(config, key))} but {preset}"
             + (" with its recorded overrides" if overrides else "")
-            + f" has {getattr(expected, key)!r} (edited?)",
+            + f" has {quoted(getattr(expected, key))} (edited?)",
         )
 
     _require(isinstance(values["average_embeddings"], bool), "average_embeddings is not a bool")
@@ -258,7 +277,7 @@ def parse_description(values: Any) -> ClassifierInfo:
             and lora["rank"] >= 1
             and isinstance(lora["alpha"], (int, float))
         ),
-        f"lora {lora!r} is not null or a rank (>= 1) and an alpha",
+        f"lora {quoted(lora)} is not null or a rank (>= 1) and an alpha",
     )
     _require(
         (lora is not None) == (values["trainable_layers"] == "lora"),
@@ -364,7 +383,7 @@ def _check_config_json(path: Path, info: ClassifierInfo) -> None:
     for key, value in info.hf_config().items():
         if found.get(key) != json.loads(json.dumps(value)):
             raise CheckpointError(
-                f"{config_path} disagrees with {path.name} on {key!r} (edited?); "
+                f"{config_path} disagrees with {path.name} on {quoted(key)} (edited?); "
                 f"delete {config_path.name} to trust {path.name}, or restore it"
             )
 
@@ -375,18 +394,19 @@ def check_tensors(
     """Refuse tensors that do not fit the model: names, shapes and dtypes, the first that
     does not named. ``shapes`` maps each name in the file to its (shape, dtype)."""
     for name in sorted(expected.keys() - shapes.keys()):
-        raise CheckpointError(f"{path} does not match the model: it lacks {name!r}")
+        raise CheckpointError(f"{path} does not match the model: it lacks {quoted(name)}")
     for name in sorted(shapes.keys() - expected.keys()):
-        raise CheckpointError(f"{path} does not match the model: unexpected tensor {name!r}")
+        raise CheckpointError(f"{path} does not match the model: unexpected tensor {quoted(name)}")
     for name, (shape, dtype) in sorted(shapes.items()):
         if shape != tuple(expected[name]):
             raise CheckpointError(
-                f"{path} does not match the model: {name!r} has shape {shape}, "
+                f"{path} does not match the model: {quoted(name)} has shape {shape}, "
                 f"the model needs {tuple(expected[name])}"
             )
         if dtype != "F32":
             raise CheckpointError(
-                f"{path}: tensor {name!r} has dtype {dtype}, but gpt-spam writes float32 (F32)"
+                f"{path}: tensor {quoted(name)} has dtype {dtype}, but gpt-spam writes float32 "
+                "(F32)"
             )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ch06_classification.classifier import CLASS_NAMES
 from ch06_classification.download import SOURCE_ENV_VAR
+from ch06_classification.storage.printable import quoted
 from ch06_classification.storage.safe_files import atomic_output
 from gpt.errors import UserFacingError
 
@@ -67,9 +68,11 @@ def class_names_from_id2label(values: object) -> tuple[str, ...]:
         raise ValueError("id2label is not an object")
     names = tuple(values.get(str(class_id)) for class_id in range(len(values)))
     if not all(isinstance(name, str) and name for name in names):
-        raise ValueError(f"id2label {values!r} does not map 0..{len(values) - 1} to names")
+        raise ValueError(f"id2label {quoted(values)} does not map 0..{len(values) - 1} to names")
     if len(names) < 2 or len(set(names)) < len(names) or len(names) > MAX_CLASSES:
-        raise ValueError(f"id2label {values!r} does not name 2 to {MAX_CLASSES} different classes")
+        raise ValueError(
+            f"id2label {quoted(values)} does not name 2 to {MAX_CLASSES} different classes"
+        )
     return names
 
 

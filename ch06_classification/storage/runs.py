@@ -23,6 +23,7 @@ from ch06_classification.storage.checkpoint import (
     save_checkpoint_folder,
 )
 from ch06_classification.storage.datafiles import id2label
+from ch06_classification.storage.printable import listed
 from ch06_classification.storage.safe_files import (
     claim_folder,
     is_own_file,
@@ -144,7 +145,7 @@ def replace_problem(run_dir: str | Path, overwrite: bool = False) -> str | None:
         return None
     if not any(name in present for name in RUN_MARKERS):
         return (
-            f"{run_dir} holds files but no run ({', '.join(sorted(present)[:3])}, ...): "
+            f"{run_dir} holds files but no run ({listed(sorted(present), shown=3)}): "
             "choose a new or empty folder for the run"
         )
     if not overwrite:

@@ -3,10 +3,16 @@
 Messages come from the arguments, from ``--file`` (a text file with one message per line,
 or a column of a CSV file), or, when the only argument is ``-``, from standard input (one
 message per line). Each gets one output line (label, spam probability, the start of the
-message) or, with ``--json``, one JSON object, in the order the messages came. Many
-messages are classified in batches of similar length (``SpamClassifier``), so the model
-computes little on padding. Reading the messages and printing the results is
-``ch06_classification/cli/messages.py``; this module is the command around it.
+message) or, with ``--json``, one JSON object, in the order the messages came. Reading the
+messages and printing the results is ``ch06_classification/cli/messages.py``; this module is
+the command around it.
+
+A file or standard input is a stream: its messages are read, classified and printed a
+chunk at a time (``cli/streams.py``), so the first answers come out while the rest is still
+being read, and memory does not grow with the input. Within a chunk, messages are
+classified in batches of similar length (``SpamClassifier``), so the model computes little
+on padding. The readable lines of every chunk line up: their label column is as wide as
+the classifier's longest label, not the input's (which a stream cannot know in advance).
 
 What a user can rely on:
 
@@ -14,9 +20,14 @@ What a user can rely on:
 - An empty message (an empty argument, an empty CSV cell) is refused: stderr says where
   it was, and the other messages are still classified.
 - A message longer than the model reads (the run's ``max_length``) is classified on its
-  first ``max_length`` tokens, as in training; a note on stderr says how many were cut.
+  first ``max_length`` tokens, as in training; a note on stderr, at the end, says how many
+  were cut.
 - Bytes that are not UTF-8 become U+FFFD (the replacement character), and the message
   is still classified.
+- ``--precision auto`` weighs the first chunk (all of the arguments; the first messages
+  of a stream, whose length is unknown), and every chunk is classified in its choice.
+- A reader that goes away (``| head``) ends the command quietly, exit status 141
+  (``commands/running.py``); a stdout closed from the start is an error.
 - Exit status: 0 when every message was classified; 1 when one was refused (after the
   others are printed) or on an error, which is one line on stderr; 2 for a misused option.
 """
@@ -24,9 +35,8 @@ What a user can rely on:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +56,8 @@ from ch06_classification.cli.options import (
     add_precision_option,
     add_run_dir_option,
 )
+from ch06_classification.cli.streams import CHUNK_SIZE, chunks
+from ch06_classification.storage.printable import one_line
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -119,19 +131,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="a progress bar on stderr (default: when stderr is a terminal and there is more "
-        "than one batch)",
+        help="a count of the messages classified, on stderr (default: when stderr is a "
+        "terminal and there is more than one batch, or a file or standard input to read)",
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ch06_classification.classifying.spam_classifier import SpamClassifier, resolve_threshold
     from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.speed.devices import pick_device
-    from ch06_classification.speed.precision import set_classifier_precision
     from ch06_classification.storage.checkpoint import read_classifier_info
     from ch06_classification.storage.runs import find_run
 
@@ -139,42 +148,103 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = find_run(args.run_dir)
     info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
     threshold = resolve_threshold(info.labels, args.threshold)  # None: more than 2 classes
+    if sys.stdout is None:  # started with stdout closed (`>&-`): Python gives None
+        raise UserFacingError("standard output is closed: there is nowhere to print results")
     if args.run_dir is None:  # say which run answers, since the user did not name one
         print(
             f"{PROG}: using the latest run, {checkpoint}/ ({describe_run(info)})", file=sys.stderr
         )
-    messages = read_messages(args)
+    messages = read_messages(args)  # lazily, for a file or standard input
     device = pick_device(args.device)
     classifier = SpamClassifier.from_pretrained(
         checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir
     )
+    run_dir = checkpoint.parent if checkpoint.is_file() else checkpoint
+    total = len(messages) if isinstance(messages, list) else None  # a stream's is unknown
+    progress = show_progress(total, args.batch_size) if args.progress is None else args.progress
+    with Classification(classifier, threshold, args, run_dir, total, progress) as session:
+        for chunk in chunks(messages, max(CHUNK_SIZE, args.batch_size)):
+            session.classify(chunk)
+    if session.cut:
+        print(f"{PROG}: note: {cut_note(session.cut, classifier.max_tokens)}", file=sys.stderr)
+    return 1 if session.refused else 0
 
-    kept, encoded, refused = encode_messages(classifier, messages)
-    for report in refused:
-        print(f"{PROG}: error: {report}", file=sys.stderr)
-    if kept:
-        choice = set_classifier_precision(
-            classifier,
-            args.precision,
-            sum(map(len, encoded)),
-            checkpoint.parent if checkpoint.is_file() else checkpoint,
-            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
-        )
-        if args.precision == "auto" and choice.weighed:  # what auto chose, and why
-            print(f"{PROG}: {choice.describe()}", file=sys.stderr)
-        batches = math.ceil(len(encoded) / args.batch_size)
-        progress = show_progress(batches) if args.progress is None else args.progress
-        probabilities = classifier.predict_proba_encoded(encoded, progress)
-        labels = classifier.labels_of(probabilities, threshold)
-        if threshold is None:  # more than two classes: each label's own probability
+
+class Classification:
+    """Classifying the chunks of one command: each one's answers printed (and flushed) as
+    soon as it is classified; the counts of refused and cut messages kept for the end."""
+
+    def __init__(
+        self,
+        classifier: SpamClassifier,
+        threshold: float | None,
+        args: argparse.Namespace,
+        run_dir: Path,
+        total: int | None,
+        progress: bool,
+    ) -> None:
+        self.classifier = classifier
+        self.threshold = threshold
+        self.args = args
+        self.run_dir = run_dir
+        self.refused = self.cut = 0
+        self.precision_chosen = False
+        self.bar = None
+        if progress:
+            from tqdm import tqdm  # imported only when shown: a quick classify needs none
+
+            self.bar = tqdm(total=total, desc="Classifying", unit="message", leave=False)
+
+    def __enter__(self) -> Classification:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def classify(self, chunk: Sequence[Message]) -> None:
+        """Classify ``chunk`` and print its answers; report its empty messages on stderr."""
+        import numpy as np
+
+        classifier = self.classifier
+        kept, encoded, refused = encode_messages(classifier, chunk)
+        for report in refused:  # (the origin names a file, whose name may hold anything)
+            print(f"{PROG}: error: {one_line(report)}", file=sys.stderr)
+        self.refused += len(refused)
+        if not kept:
+            return
+        if not self.precision_chosen:
+            self.choose_precision(sum(map(len, encoded)))
+        on_batch = None if self.bar is None else self.bar.update
+        probabilities = classifier.predict_proba_encoded(encoded, on_batch=on_batch)
+        labels = classifier.labels_of(probabilities, self.threshold)
+        if self.threshold is None:  # more than two classes: each label's own probability
             shown = probabilities[np.arange(len(labels)), probabilities.argmax(axis=1)]
         else:  # two: class 1's (the spam probability), whichever label it gave
             shown = probabilities[:, 1]
-        print_results(kept, labels, shown, classifier.labels, args.json)
-        cut = sum(was_cut(classifier, m.text, ids) for m, ids in zip(kept, encoded, strict=True))
-        if cut:
-            print(f"{PROG}: note: {cut_note(cut, classifier.max_tokens)}", file=sys.stderr)
-    return 1 if refused else 0
+        if self.bar is None:
+            print_results(kept, labels, shown, classifier.labels, self.args.json)
+        else:
+            with self.bar.external_write_mode():  # the bar is cleared, then drawn again
+                print_results(kept, labels, shown, classifier.labels, self.args.json)
+        self.cut += sum(
+            was_cut(classifier, m.text, ids) for m, ids in zip(kept, encoded, strict=True)
+        )
+
+    def choose_precision(self, tokens: int) -> None:
+        """The precision of every chunk, chosen (for ``auto``) on the first one's ``tokens``."""
+        from ch06_classification.speed.precision import set_classifier_precision
+
+        choice = set_classifier_precision(
+            self.classifier,
+            self.args.precision,
+            tokens,
+            self.run_dir,
+            log=lambda line: print(f"{PROG}: {line}", file=sys.stderr),
+        )
+        if self.args.precision == "auto" and choice.weighed:  # what auto chose, and why
+            print(f"{PROG}: {choice.describe()}", file=sys.stderr)
+        self.precision_chosen = True
 
 
 def describe_run(info) -> str:
@@ -185,8 +255,9 @@ def describe_run(info) -> str:
 # --- Reading the messages ---------------------------------------------------------------
 
 
-def read_messages(args: argparse.Namespace) -> list[Message]:
-    """The messages named by the arguments, ``--file`` or ``-``, in their order."""
+def read_messages(args: argparse.Namespace) -> list[Message] | Iterator[Message]:
+    """The messages named by the arguments (a list), ``--file`` or ``-`` (a stream, read as
+    it is iterated), in their order. What can be refused before reading is refused here."""
     if args.column is not None and not is_csv(args.file):
         raise UserFacingError("--column applies to a .csv --file only")
     if args.file is not None:
@@ -218,8 +289,9 @@ def encode_messages(
         try:
             encoded.append(classifier.encode(message.text))
         except EmptyMessageError as error:
+            # Only a lone argument has no origin: then there is no other message to classify.
             where = f"{message.origin}: " if message.origin else ""
-            suffix = "; not classified" if len(messages) > 1 else ""
+            suffix = "; not classified" if message.origin else ""
             refused.append(f"{where}{error}{suffix}")
             continue
         kept.append(message)
@@ -247,6 +319,7 @@ def cut_note(count: int, max_tokens: int) -> str:
     )
 
 
-def show_progress(batches: int) -> bool:
-    """A bar is worth showing for more than one batch, and only to a person watching."""
-    return batches > 1 and sys.stderr.isatty()
+def show_progress(messages: int | None, batch_size: int) -> bool:
+    """A bar is worth showing for more than one batch (a stream, of unknown length, may
+    hold many), and only to a person watching."""
+    return (messages is None or messages > batch_size) and sys.stderr.isatty()

@@ -141,7 +141,7 @@ def format_report(report: dict[str, Any]) -> str:
         if "seen_in_training" in split:
             by_class = {k: v for k, v in split["seen_in_training_by_class"].items() if v}
             line += f", {split['seen_in_training']:,} seen in training" + (
-                f" ({', '.join(f'{v:,} {k}' for k, v in by_class.items())})" if by_class else ""
+                f" ({describe_classes(by_class)})" if by_class else ""
             )
         lines.append(line)
     if not report["dedupe"] and report["splits"]["test"]["seen_in_training"]:
@@ -154,10 +154,13 @@ def format_report(report: dict[str, Any]) -> str:
 
 def describe_classes(counts: dict[str, int], shares: bool = False, shown: int = 6) -> str:
     """E.g. ``4,827 ham, 747 spam``, with each class's share if ``shares``; the first
-    ``shown`` classes of many, then how many more."""
+    ``shown`` classes of many, then how many more. A class is named as the data names it,
+    on one line and with no control character (``printable.one_line``)."""
+    from ch06_classification.printable import NAME_WIDTH, one_line
+
     total = sum(counts.values()) or 1
     parts = [
-        f"{count:,} {name}" + (f" {count / total:.1%}" if shares else "")
+        f"{count:,} {one_line(name, NAME_WIDTH)}" + (f" {count / total:.1%}" if shares else "")
         for name, count in list(counts.items())[:shown]
     ]
     if len(counts) > shown:
