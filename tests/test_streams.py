@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from ch06_classification.streams import chunks
 
+from ch06_classification.cli.streams import chunks
 from gpt.errors import UserFacingError
 
 SAFETY = 60  # seconds: a wait that only a broken test reaches

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ch06_classification.printable import NAME_WIDTH, listed, one_line, quoted
+from ch06_classification.storage.printable import NAME_WIDTH, listed, one_line, quoted
 from gpt.errors import UserFacingError
 
 STDIN = "-"  # the argument that means "read standard input"

@@ -20,7 +20,7 @@ from contextlib import suppress
 from types import ModuleType
 from typing import Any
 
-from ch06_classification.printable import one_line
+from ch06_classification.storage.printable import one_line
 from gpt.errors import UserFacingError, describe_os_error
 
 PROG = "gpt-spam"

@@ -156,7 +156,7 @@ def describe_classes(counts: dict[str, int], shares: bool = False, shown: int = 
     """E.g. ``4,827 ham, 747 spam``, with each class's share if ``shares``; the first
     ``shown`` classes of many, then how many more. A class is named as the data names it,
     on one line and with no control character (``printable.one_line``)."""
-    from ch06_classification.printable import NAME_WIDTH, one_line
+    from ch06_classification.storage.printable import NAME_WIDTH, one_line
 
     total = sum(counts.values()) or 1
     parts = [
