@@ -89,6 +89,9 @@ def _records(raw: bytes, fmt: str) -> tuple[list[str], list[_Record]]:
         byte = f"byte {error.start:,} is {raw[error.start]:#04x}"
         raise DataError(f"not UTF-8 text ({byte})") from None
     lines = io.StringIO(text, newline="").readlines()  # each ends with its own line break
+    # Python's csv refuses a field over 128 KiB, a process-wide limit: a long review is
+    # no error. No field can be longer than the file itself.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))
     reader = csv.reader(lines, delimiter=separator, quoting=quoting, strict=True)
     records: list[_Record] = []
     while True:
