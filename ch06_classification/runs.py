@@ -19,7 +19,9 @@ import torch
 from ch06_classification.checkpoint import CHECKPOINT_NAME, save_checkpoint_folder
 from ch06_classification.datafiles import id2label
 from ch06_classification.safe_files import (
+    FileReadError,
     ensure_writable_folder,
+    file_exists,
     folder_lock,
     is_own_file,
     read_json,
@@ -171,11 +173,13 @@ def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any])
 def read_training_texts(run_dir: Path) -> set[str] | None:
     """The fingerprints of a run's training texts; None for a run that did not record them."""
     path = Path(run_dir) / TRAINING_TEXTS_FILE
-    if not path.is_file():
+    if not file_exists(path):
         return None
     try:
         return set(read_json(path)["sha256"])
-    except (ValueError, KeyError, TypeError):
+    except FileReadError as error:
+        raise UserFacingError(f"{error}: retrain the run") from None
+    except (KeyError, TypeError):
         raise UserFacingError(
             f"{path} is damaged (not a list of fingerprints): retrain the run"
         ) from None

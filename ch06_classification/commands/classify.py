@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     messages = read_messages(args)
     device = pick_device(args.device)
     classifier = SpamClassifier.from_pretrained(
-        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir
+        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir, verify=args.verify
     )
 
     kept, encoded, refused = encode_messages(classifier, messages)
