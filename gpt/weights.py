@@ -60,7 +60,10 @@ def download_and_load_gpt2(
 
     hparams = model_dir / "hparams.json"
     if hparams.is_file():
-        settings = json.loads(hparams.read_text(encoding="utf-8"))
+        try:
+            settings = json.loads(hparams.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as error:  # malformed, or nested too deep
+            raise WeightsError(f"{hparams} is not readable JSON ({type(error).__name__})") from None
     else:  # the released size's, as OpenAI's hparams.json has them
         cfg = get_config(BOOK_MODEL_SIZES[model_size])
         settings = {

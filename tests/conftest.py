@@ -110,6 +110,25 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("run"))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A finished run of a tiny model (random base, one epoch), as training leaves it
+    (checkpoint, config.json, metrics.json, training_texts.json, ...), and the data folder
+    it was trained on: (run_dir, data_dir). Shared: copy the run before changing it."""
+    from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
+    from ch06_classification.storage.runs import save_training_run
+    from tests.faults import synthetic_data
+    from tests.tiny_classifier import TINY
+
+    data_dir = synthetic_data(tmp_path_factory.mktemp("tiny_run_data"))
+    settings = TrainingSettings(
+        weights="random", data_dir=str(data_dir), epochs=1, config_overrides=TINY
+    )
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    save_training_run(fine_tune(settings, log=lambda line: None, progress=False), run_dir)
+    return run_dir, data_dir
+
+
 @pytest.fixture
 def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every model that fine-tuning builds is tiny (``TINY_GPT2``, at gpt2-small's context):

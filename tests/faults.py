@@ -1,13 +1,17 @@
 """Helpers for the fault tests: data for `gpt-spam train`, processes that hold a
-folder or die mid-write, and a view of what a folder holds."""
+folder or die mid-write, a view of what a folder holds, and things that are not files
+where a file should be."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -84,3 +88,44 @@ class FolderHolder:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+# What can stand where a file should be, and how gpt-spam names it.
+NOT_FILES = {
+    "fifo": "a FIFO (named pipe)",
+    "device": "a device (a link to /dev/null)",
+    "folder": "a folder",
+}
+
+
+def put_not_a_file(path: Path, kind: str) -> Path:
+    """Replace the file at ``path`` with a ``kind`` of ``NOT_FILES``."""
+    path.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to(os.devnull)
+    else:
+        path.mkdir()
+    return path
+
+
+@contextmanager
+def never_blocks(path: Path) -> Iterator[None]:
+    """If ``path`` is a FIFO: while the block runs, whoever opens it to read finds it empty
+    at once, instead of waiting forever for a writer, so that a test of code that must
+    never open it fails rather than hangs.
+
+    The writer is another process, which opens the FIFO (waiting for a reader) and closes
+    it, again and again: a thread would wait for the reader to release the GIL, which code
+    outside Python (safetensors' ``safe_open``) may not do while it waits.
+    """
+    if not stat.S_ISFIFO(os.lstat(path).st_mode):
+        yield
+        return
+    writer = subprocess.Popen(["sh", "-c", 'while :; do : > "$1"; done', "sh", str(path)])
+    try:
+        yield
+    finally:
+        writer.kill()
+        writer.wait()

@@ -4,6 +4,7 @@ in one line naming the file and the problem (issue 19: "nothing silently wrong")
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ch06_classification.cli.main import main
 from ch06_classification.finetuning.model import build_classifier
 from ch06_classification.storage import checkpoint as checkpoint_module
 from ch06_classification.storage.base_weights import BaseWeights
@@ -22,6 +24,7 @@ from ch06_classification.storage.checkpoint import (
     read_classifier_info,
     save_checkpoint_folder,
 )
+from ch06_classification.storage.safe_files import FileReadError
 from gpt.config import get_config
 from tests.run_cli import gpt_spam
 from tests.tiny_classifier import write_tiny_checkpoint
@@ -99,6 +102,13 @@ def test_the_command_refuses_the_edited_checkpoint_in_one_line(tmp_path: Path) -
     assert "n_heads is 16" in result.stderr
 
 
+def deeply_nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def drop(key: str) -> Callable[[dict], object]:
     return lambda d: d.pop(key)
 
@@ -139,6 +149,11 @@ EDITS = {
     "a padding id outside the vocabulary": (setting("pad_token_id", 60000), "pad_token_id 60000"),
     "extra not an object": (setting("extra", []), "extra is not an object"),
     "an older format": (setting("format_version", 1), "format version 1, expected 2"),
+    # Read by json.loads, but deep enough to break what walks it later (asdict, ==).
+    "extra nested 500 deep": (
+        lambda d: d["extra"].update(deep=deeply_nested(500)),
+        "nested more than 100 levels deep",
+    ),
     "an entry missing": (drop("max_length"), "lacks ['max_length']"),
     "an unknown entry": (setting("learning_rate", 1), "unknown entries ['learning_rate']"),
     "lean without a base": (setting("stored", "trained"), "no base is recorded"),
@@ -171,7 +186,9 @@ def test_an_edited_description_is_refused_by_name(tmp_path: Path, edit) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '"a string"', "null"])
+@pytest.mark.parametrize(
+    "text", ["{not json", "[1, 2]", '"a string"', "null", "[" * 100_000, '{"a": ' * 100_000]
+)
 def test_a_description_that_is_not_a_json_object_is_refused(tmp_path: Path, text: str) -> None:
     path = write_tiny_checkpoint(tmp_path)
     save_file(load_file(path), str(path), metadata={"gpt_spam": text})
@@ -219,5 +236,52 @@ def test_an_edited_config_json_is_refused(tmp_path: Path) -> None:
     config["id2label"] = {"0": "spam", "1": "ham"}  # swapped: every answer reversed
     (folder / "config.json").write_text(json.dumps(config))
 
-    with pytest.raises(CheckpointError, match=r"config\.json disagrees with model\.safetensors"):
+    with pytest.raises(CheckpointError) as error:
         read_classifier_info(folder)
+    assert str(error.value).startswith(
+        f'{folder / "config.json"} says id2label is {{"0": "spam", "1": "ham"}} but '
+        f'{folder / "model.safetensors"} says {{"0": "ham", "1": "spam"}}: the folder '
+        "was changed after training"
+    )
+    assert "delete" not in str(error.value)
+
+
+def swap_labels(description: dict) -> None:
+    description["labels"] = description["labels"][::-1]
+
+
+def test_labels_swapped_in_the_checkpoint_are_refused_naming_both_files(
+    tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The checkpoint is the edited file here: config.json is refused beside it, and once
+    config.json is gone, the labels the run's metrics.json recorded still are."""
+    run_dir = Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
+    checkpoint = edit_description(run_dir / "model.safetensors", swap_labels)
+
+    for witness in ("config.json", "metrics.json"):
+        with pytest.raises(CheckpointError) as error:
+            read_classifier_info(run_dir)
+        message = str(error.value)
+        assert message.startswith(f"{run_dir / witness} says id2label is ")
+        assert f"but {checkpoint} says" in message
+        assert "changed after training" in message and "delete" not in message
+        assert main(["classify", "--run-dir", str(run_dir), "WIN a prize"]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"gpt-spam classify: error: {message}\n"
+        (run_dir / witness).unlink()  # as the old advice had it: no longer a way round
+
+    assert read_classifier_info(run_dir).labels == ("spam", "ham")  # nothing left to tell
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json"])
+def test_a_nested_file_beside_the_checkpoint_is_refused_by_name(
+    tiny_run: tuple[Path, Path], tmp_path: Path, name: str
+) -> None:
+    run_dir = Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
+    (run_dir / name).write_text("[" * 100_000)
+
+    with pytest.raises(FileReadError) as error:
+        read_classifier_info(run_dir)
+    assert str(error.value) == (
+        f"{run_dir / name} is not valid JSON (nested more than 100 levels deep)"
+    )

@@ -12,15 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ch06_classification.classifying.spam_classifier import SpamClassifier
+from ch06_classification.cli.main import main
 from ch06_classification.finetuning.finetune import TrainingSettings, fine_tune
+from ch06_classification.storage import base_weights
 from ch06_classification.storage import checkpoint as checkpoint_module
-from ch06_classification.storage.base_weights import file_sha256
+from ch06_classification.storage.base_weights import (
+    BaseWeights,
+    BaseWeightsError,
+    file_sha256,
+    keep_random_base,
+    kept_random_base,
+    tensors_sha256,
+)
 from ch06_classification.storage.checkpoint import read_classifier_info
 from ch06_classification.storage.local_cache import (
     CACHE_DIR_ENV,
     random_base_file,
+    recorded_digest,
+    remember_digest,
     remembered_digest,
 )
 from ch06_classification.storage.runs import save_training_run
@@ -91,6 +103,22 @@ def test_a_remembered_digest_is_recomputed_when_the_file_changes(tmp_path: Path)
     assert len(computed) == 2 and changed == file_sha256(path) != first
 
 
+@pytest.mark.parametrize("damage", ["[" * 100_000, '{"file_sha256:x": {}}', "{not json"])
+def test_a_damaged_record_of_digests_is_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "digests.json").write_text(damage)
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    computed: list[Path] = []
+
+    assert remembered_digest(path, "file_sha256", counting_sha256(computed)) == file_sha256(path)
+    assert remembered_digest(path, "file_sha256", counting_sha256(computed)) == file_sha256(path)
+    assert len(computed) == 1  # remembered in the record written in place of the damaged one
+
+
 def test_training_hashes_an_unchanged_weights_file_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,3 +174,76 @@ def test_a_kept_random_base_that_was_changed_is_not_trusted(
 
     assert drawn == [1]  # drawn again, checked against the run's record, and kept again
     assert np.isfinite(classifier.predict_proba(list(MESSAGES))).all()
+
+
+def test_verify_hashes_a_weights_file_again_although_it_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "gpt2-small.safetensors"
+    path.write_bytes(b"not really weights" * 100)
+    hashed: list[Path] = []
+    monkeypatch.setattr(base_weights, "file_sha256", counting_sha256(hashed))
+    base = base_weights.describe_pretrained("gpt2-small", path)
+    checkpoint = tmp_path / "model.safetensors"
+
+    base_weights.check_pretrained_file(base, path, checkpoint)
+    assert len(hashed) == 1  # remembered
+    base_weights.check_pretrained_file(base, path, checkpoint, verify=True)
+    assert len(hashed) == 2
+
+
+def test_a_random_base_is_kept_only_if_it_reads_back_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    tensors = {"tok_emb.weight": torch.arange(12.0).reshape(3, 4)}
+    base = BaseWeights("random", "gpt2-small", tensors_sha256(tensors.items()), seed=1, init="gpt2")
+    config = {"emb_dim": 4}
+    real_save_file = base_weights.save_file
+
+    def save_wrongly(values: dict[str, torch.Tensor], path: str) -> None:
+        real_save_file({name: t + 1 for name, t in values.items()}, path)
+
+    monkeypatch.setattr(base_weights, "save_file", save_wrongly)
+    keep_random_base(base, config, tensors)
+    kept_file = random_base_file({"base": base.to_dict(), "config": config})
+    assert recorded_digest(kept_file, "tensors_sha256") is None  # never trusted
+    assert kept_random_base(base, config) is None  # so drawn again
+
+    monkeypatch.setattr(base_weights, "save_file", real_save_file)
+    keep_random_base(base, config, tensors)
+    kept = kept_random_base(base, config)
+    assert kept is not None and torch.equal(kept["tok_emb.weight"], tensors["tok_emb.weight"])
+
+
+def test_a_kept_random_base_changed_in_place_is_trusted_unless_verified(
+    lean_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The documented limit of the remembered hash, and --verify, which lifts it."""
+    expected = SpamClassifier.from_pretrained(lean_run, device="cpu").predict_proba(
+        list(MESSAGES)
+    )  # and the random base is kept
+    info = read_classifier_info(lean_run / "model.safetensors")
+    kept_file = random_base_file({"base": info.base.to_dict(), "config": info.config.to_dict()})
+    before = kept_file.stat()
+    data = bytearray(kept_file.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes infinity
+    kept_file.write_bytes(bytes(data))
+    os.utime(kept_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    # A failing disk changes bytes and no time at all; a test cannot write without moving
+    # the change time, so the record is brought up to it.
+    remember_digest(kept_file, "tensors_sha256", info.base.sha256)
+    try:
+        trusted = SpamClassifier.from_pretrained(lean_run, device="cpu")
+        assert not np.array_equal(trusted.predict_proba(list(MESSAGES)), expected)
+
+        with pytest.raises(BaseWeightsError) as error:
+            SpamClassifier.from_pretrained(lean_run, device="cpu", verify=True)
+        message = str(error.value)
+        assert message.startswith(f"{kept_file}, the random base gpt-spam keeps")
+        assert "delete it" in message
+        assert main(["classify", "--verify", "--run-dir", str(lean_run), "hi"]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"gpt-spam classify: error: {message}\n"
+    finally:
+        kept_file.unlink()  # drawn and kept again by the next load

@@ -1,4 +1,5 @@
-"""Bad inputs: malformed split CSVs, zip bombs, messages longer than the model's context.
+"""Bad inputs: malformed split CSVs, zip bombs, messages longer than the model's context,
+damaged JSON, and things that are not files where a run's files should be.
 
 Each is refused (one line naming the file and the problem) where it is read, before any
 expensive work, or, for long messages, cut to fit with a count in the log.
@@ -6,6 +7,7 @@ expensive work, or, for long messages, cut to fit with a count in the log.
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 import zipfile
@@ -20,7 +22,13 @@ from ch06_classification.sources import sms as download
 from ch06_classification.sources.sms import download_sms_spam
 from ch06_classification.sources.split_files import read_split
 from ch06_classification.storage.datafiles import SMS_SPAM_TSV, DataError
-from tests.faults import contents, synthetic_data
+from ch06_classification.storage.safe_files import (
+    MAX_JSON_DEPTH,
+    FileReadError,
+    file_exists,
+    read_json,
+)
+from tests.faults import NOT_FILES, contents, never_blocks, put_not_a_file, synthetic_data
 from tests.sms_data import synthetic_collection, zip_archive
 from tests.tiny_classifier import TINY
 
@@ -359,3 +367,108 @@ def test_any_error_is_one_line_of_readable_length(capsys: pytest.CaptureFixture)
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("gpt-spam fail: error: bad value ?]0;title? xxx")
     assert len(line) <= len("gpt-spam fail: error: ") + ERROR_WIDTH
+
+
+# --- JSON files, and what is not a file --------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+BAD_JSON = {
+    "malformed": (b'{"rows": 3,', "is not valid JSON (Expecting property name"),
+    "not UTF-8": (b'{"name": "caf\xe9"}', "is not valid JSON (not UTF-8 text: byte 13 is 0xe9)"),
+    # Beyond Python's recursion limit: json.loads raises RecursionError.
+    "nested 100,000 deep": (b"[" * 100_000, "nested more than 100 levels deep"),
+    # Within it, but deep enough to break what walks the values later (asdict, ==).
+    "nested 900 deep": (nested(900).encode(), "nested more than 100 levels deep"),
+    "objects nested": (b'{"a": ' * 101 + b"1" + b"}" * 101, "nested more than 100 levels deep"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_JSON)
+def test_bad_json_is_one_error_naming_the_file(tmp_path: Path, case: str) -> None:
+    data, problem = BAD_JSON[case]
+    path = tmp_path / "metrics.json"
+    path.write_bytes(data)
+
+    with pytest.raises(FileReadError) as error:
+        read_json(path)
+    message = str(error.value)
+    assert message.startswith(f"{path} ") and problem in message and "\n" not in message
+
+
+def test_json_as_deep_as_allowed_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text(nested(MAX_JSON_DEPTH))
+    assert read_json(path) is not None
+    path.write_text(nested(MAX_JSON_DEPTH + 1))
+    with pytest.raises(FileReadError, match="nested more than"):
+        read_json(path)
+
+
+def test_a_split_report_nested_too_deeply_is_one_error_naming_it(tmp_path: Path) -> None:
+    data = synthetic_data(tmp_path / "data")
+    (data / "split_report.json").write_text("[" * 100_000)
+
+    with pytest.raises(DataError) as error:
+        read_split(data / "train.csv")
+    assert f"{data / 'split_report.json'} is not valid JSON (nested more than" in str(error.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", NOT_FILES)
+def test_what_is_not_a_file_is_named_without_being_opened(tmp_path: Path, kind: str) -> None:
+    path = put_not_a_file(tmp_path / "config.json", kind)
+    expected = f"{path} is {NOT_FILES[kind]}, not a file"
+
+    with never_blocks(path):
+        with pytest.raises(FileReadError) as error:
+            file_exists(path)
+        assert str(error.value) == expected
+        with pytest.raises(FileReadError) as error:
+            read_json(path)
+        assert str(error.value) == expected
+    assert file_exists(tmp_path / "nothing.json") is False
+
+
+def damaged_run(tiny_run: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A copy of the shared tiny run, to damage."""
+    return Path(shutil.copytree(tiny_run[0], tmp_path / "run"))
+
+
+RUN_FILES = ("model.safetensors", "config.json", "metrics.json", "training_texts.json")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", NOT_FILES)
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_a_run_file_that_is_not_a_file_is_named_as_such(
+    tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, name: str, kind: str
+) -> None:
+    run_dir, data_dir = damaged_run(tiny_run, tmp_path), tiny_run[1]
+    path = put_not_a_file(run_dir / name, kind)
+
+    with never_blocks(path):
+        status = main(["evaluate", "--run-dir", str(run_dir), "--data-dir", str(data_dir)])
+
+    assert status == 1
+    assert capsys.readouterr().err.splitlines()[-1:] == [
+        f"gpt-spam evaluate: error: {path} is {NOT_FILES[kind]}, not a file"
+    ]
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json", "training_texts.json"])
+def test_a_run_file_of_deeply_nested_json_is_one_line_naming_it(
+    tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, name: str
+) -> None:
+    run_dir, data_dir = damaged_run(tiny_run, tmp_path), tiny_run[1]
+    (run_dir / name).write_text("[" * 100_000)
+
+    status = main(["evaluate", "--run-dir", str(run_dir), "--data-dir", str(data_dir)])
+
+    assert status == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"gpt-spam evaluate: error: {run_dir / name} is not valid JSON")
+    assert "nested more than 100 levels deep" in error

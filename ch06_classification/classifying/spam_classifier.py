@@ -89,12 +89,14 @@ class SpamClassifier:
         batch_size: int = 32,
         precision: str = "fp32",
         weights_dir: str | Path | None = None,
+        verify: bool = False,
     ) -> SpamClassifier:
         """Load a folder written by ``save_pretrained`` or by training (a run folder), or its
         ``model.safetensors``. A lean checkpoint's base weights are found as training found
-        them: ``weights_dir`` (or ``GPT2_WEIGHTS_DIR``) first."""
+        them: ``weights_dir`` (or ``GPT2_WEIGHTS_DIR``) first; ``verify=True`` hashes them
+        again (see ``load_classifier``)."""
         target = pick_device(device)
-        model, info = load_classifier(path, device=target, weights_dir=weights_dir)
+        model, info = load_classifier(path, device=target, weights_dir=weights_dir, verify=verify)
         # LoRA adapters are added into the weights they adapt once: the same function, with
         # no extra matrix products per message.
         return cls(merge_lora(model), info, target, batch_size, precision)

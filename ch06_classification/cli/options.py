@@ -134,7 +134,8 @@ def add_precision_option(
 
 
 def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
-    """``--weights-dir`` for commands that load a trained model: where its base weights are."""
+    """``--weights-dir`` for commands that load a trained model: where its base weights are;
+    ``--verify``: hash them again rather than trust the digest remembered for them."""
     from gpt.hub import WEIGHTS_DIR_ENV
 
     parser.add_argument(
@@ -145,6 +146,15 @@ def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
             "run stores only what training changed, and finds the rest where training found "
             f"it (default: ${WEIGHTS_DIR_ENV} if set, else that file, else the Hugging Face "
             "cache); its SHA-256 must match the one recorded"
+        ),
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help=(
+            "hash the base weights again (the weights file, or the random base kept in "
+            "~/.cache/gpt-spam) instead of trusting the SHA-256 remembered while the file's "
+            "size and times stay the same, which bytes changed by a failing disk do"
         ),
     )
 

@@ -21,6 +21,7 @@ from ch06_classification.storage.datafiles import (
     SPLIT_FILES,
     option,
 )
+from ch06_classification.storage.safe_files import file_exists
 from gpt.errors import UserFacingError
 
 
@@ -163,7 +164,11 @@ def run_problem(run: Path | None) -> str | None:
         run = find_run(run)
     except UserFacingError as error:
         return str(error)
-    if run.is_dir() and not (run / CHECKPOINT_NAME).is_file():
+    try:  # a folder, a FIFO or a device where the checkpoint should be is named as such
+        found = file_exists(run / CHECKPOINT_NAME if run.is_dir() else run)
+    except UserFacingError as error:
+        return str(error)
+    if not found:
         return (
             f"{run}/ holds no {CHECKPOINT_NAME}: is training still running there, or did it "
             "fail? Name another run with --run-dir"

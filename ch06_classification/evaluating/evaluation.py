@@ -210,6 +210,7 @@ def evaluate_run(
     progress: bool = True,
     weights_dir: str | Path | None = None,
     precision: str = "fp32",
+    verify: bool = False,
 ) -> dict[str, Any]:
     """Measure a run's classifier on every evaluation set; save JSON and plots beside it.
 
@@ -217,8 +218,8 @@ def evaluate_run(
     default 0.5; none for more than two classes: ``evaluation-<data>.json``); prints the
     metrics table through ``log``, and a progress bar per set on stderr unless
     ``progress=False``. ``weights_dir`` is where the run's base weights are, if not where
-    training found them. ``precision`` is ``"fp32"``, ``"bf16"`` or ``"auto"`` (see
-    ``precision.py``).
+    training found them; ``verify=True`` hashes them again (see ``load_classifier``).
+    ``precision`` is ``"fp32"``, ``"bf16"`` or ``"auto"`` (see ``precision.py``).
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
@@ -235,7 +236,7 @@ def evaluate_run(
     if problem:
         raise UserFacingError(problem)
     classifier = SpamClassifier.from_pretrained(
-        checkpoint, device, batch_size, weights_dir=weights_dir
+        checkpoint, device, batch_size, weights_dir=weights_dir, verify=verify
     )
     all_texts = [
         text

@@ -41,7 +41,13 @@ from ch06_classification.storage.datafiles import (
     id2label,
 )
 from ch06_classification.storage.printable import NAME_WIDTH, listed, one_line, quoted
-from ch06_classification.storage.safe_files import replace_together, settle
+from ch06_classification.storage.safe_files import (
+    FileReadError,
+    file_exists,
+    read_json,
+    replace_together,
+    settle,
+)
 
 Balance = Literal["none", "undersample"]
 SplitMethod = Literal["stratified", "random"]
@@ -370,7 +376,7 @@ def read_class_names(data_dir: str | Path) -> tuple[str, ...]:
     """The class names of the splits in ``data_dir``: the split report's ``id2label``, or
     the SMS collection's ("ham", "spam") for splits without one (CSVs of the user's own)."""
     report_path = Path(data_dir) / SPLIT_REPORT
-    if not report_path.is_file():
+    if not file_exists(report_path):
         return CLASS_NAMES
     report = _read_report(report_path)
     if "id2label" not in report:
@@ -388,7 +394,7 @@ def evaluation_splits(data_dir: str | Path) -> list[str]:
     names = ["train", "validation", "test"]
     realistic = SPLIT_FILES["test_realistic"]
     report_path = data_dir / SPLIT_REPORT
-    listed = _read_report(report_path).get("files", {}) if report_path.is_file() else None
+    listed = _read_report(report_path).get("files", {}) if file_exists(report_path) else None
     if (data_dir / realistic).is_file() and (listed is None or realistic in listed):
         names.append("test_realistic")
     return names
@@ -471,9 +477,9 @@ def split_fingerprint(data_dir: str | Path) -> dict[str, str]:
 
 def _read_report(report_path: Path) -> dict[str, Any]:
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except ValueError:
-        report = None
+        report = read_json(report_path)
+    except FileReadError as error:
+        raise DataError(f"{error}: run `gpt-spam split` again") from None
     if not isinstance(report, dict):
         raise DataError(f"{report_path} is damaged: run `gpt-spam split` again")
     return report
@@ -559,12 +565,11 @@ def _parse_split(raw: bytes, class_names: Sequence[str] = CLASS_NAMES) -> pd.Dat
 def _check_against_report(path: Path, raw: bytes) -> None:
     """Refuse a CSV that is not the one ``split_report.json`` beside it describes."""
     report_path = path.parent / SPLIT_REPORT
-    if not report_path.is_file():
+    if not file_exists(report_path):
         return  # CSVs of the user's own: nothing to check them against
-    try:
-        recorded = json.loads(report_path.read_text(encoding="utf-8")).get("files", {})
-    except (ValueError, AttributeError):
-        raise DataError(f"{report_path} is damaged: run `gpt-spam split` again") from None
+    recorded = _read_report(report_path).get("files", {})
+    if not isinstance(recorded, dict):
+        raise DataError(f"{report_path} is damaged: run `gpt-spam split` again")
     expected = recorded.get(path.name)
     if expected is not None and expected != hashlib.sha256(raw).hexdigest():
         raise DataError(

@@ -170,26 +170,26 @@ def choose_precision(
 
 def remembered_agreement(run_dir: Path, device_type: str) -> Agreement | None:
     """The comparison ``remember_agreement`` recorded for this kind of device, if any."""
-    from ch06_classification.storage.safe_files import read_json
+    from ch06_classification.storage.safe_files import FileReadError, read_json
 
     try:
         values = read_json(Path(run_dir) / CHECK_FILE)[device_type]
         return Agreement(
             int(values["messages"]), int(values["disagreements"]), float(values["max_difference"])
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (FileReadError, ValueError, KeyError, TypeError):  # none yet, or damaged
         return None
 
 
 def remember_agreement(run_dir: Path, device_type: str, agreement: Agreement) -> None:
     """Record the comparison in the run folder (best effort: a read-only run folder only
     means checking again next time)."""
-    from ch06_classification.storage.safe_files import read_json, write_json
+    from ch06_classification.storage.safe_files import FileReadError, read_json, write_json
 
     path = Path(run_dir) / CHECK_FILE
     try:
-        values = read_json(path) if path.is_file() else {}
-    except (OSError, ValueError):
+        values = read_json(path)
+    except FileReadError:  # none yet, or damaged: replaced
         values = {}
     values = values if isinstance(values, dict) else {}
     values[device_type] = asdict(agreement)

@@ -110,12 +110,15 @@ def locate_pretrained(base: BaseWeights, weights_dir: str | Path | None = None) 
     return find_weights(base.preset, weights_dir)
 
 
-def check_pretrained_file(base: BaseWeights, path: Path, checkpoint: Path) -> None:
+def check_pretrained_file(
+    base: BaseWeights, path: Path, checkpoint: Path, verify: bool = False
+) -> None:
     """Refuse a weights file other than the one ``checkpoint`` was trained on.
 
     Its SHA-256 is remembered while the file is unchanged (``local_cache.py``): hashing
-    498 MB on every load would cost more than classifying a message."""
-    found = remembered_digest(path, "file_sha256", file_sha256)
+    498 MB on every load would cost more than classifying a message. ``verify=True``
+    hashes it again all the same."""
+    found = remembered_digest(path, "file_sha256", file_sha256, recompute=verify)
     if found != base.sha256:
         raise BaseWeightsError(
             f"{checkpoint} was fine-tuned from {base.preset} weights with SHA-256 "
@@ -134,13 +137,32 @@ def check_random_tensors(base: BaseWeights, model: GPTModel, stored: set[str], c
         )
 
 
-def kept_random_base(base: BaseWeights, config: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+def kept_random_base(
+    base: BaseWeights, config: dict[str, Any], verify: bool = False
+) -> dict[str, torch.Tensor] | None:
     """The random base's tensors (of a model of this ``config``), memory-mapped from the
     file ``keep_random_base`` wrote, if that file is still as it was written (else None:
-    draw them again)."""
+    draw them again).
+
+    "As it was written" is judged by the file's size and times (``local_cache.py``), which
+    bytes changed without a write (a failing disk) leave as they were; ``verify=True``
+    hashes the tensors again, and refuses a file whose hash is not the run's.
+    """
     path = random_base_file({"base": base.to_dict(), "config": config})
     if recorded_digest(path, _TENSORS_DIGEST) != base.sha256:
         return None
+    tensors = _read_tensors(path)
+    if verify and tensors is not None and tensors_sha256(tensors.items()) != base.sha256:
+        raise BaseWeightsError(
+            f"{path}, the random base gpt-spam keeps for seed {base.seed}, has changed "
+            "although its size and times have not (a failing disk?): delete it, and the next "
+            "command draws the base again from its seed"
+        )
+    return tensors
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of a safetensors file, memory-mapped; None if it cannot be read."""
     try:
         with safe_open(path, framework="pt") as file:
             return {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
@@ -152,12 +174,19 @@ def keep_random_base(
     base: BaseWeights, config: dict[str, Any], tensors: dict[str, torch.Tensor]
 ) -> None:
     """Keep a random base, already checked against ``base.sha256``, for the next loads
-    (best effort: a cache that cannot be written only means drawing them again)."""
+    (best effort: a cache that cannot be written only means drawing them again).
+
+    The file is read back and hashed once written: later loads trust it by its size and
+    times alone (unless ``--verify``), so its digest is remembered only if it is right (a
+    file whose digest is not remembered is never read: the next load draws and keeps again).
+    """
     path = random_base_file({"base": base.to_dict(), "config": config})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as temporary:
             save_file({name: t.contiguous() for name, t in tensors.items()}, str(temporary))
-        remember_digest(path, _TENSORS_DIGEST, base.sha256)
+        written = _read_tensors(path)
+        if written is not None and tensors_sha256(written.items()) == base.sha256:
+            remember_digest(path, _TENSORS_DIGEST, base.sha256)
     except (OSError, SafetensorError):
         pass

@@ -18,6 +18,12 @@ work: every value's type and range, its model configuration against the named pr
 edited ``n_heads`` gives tensors of the same shapes but other answers), and the tensors'
 names, shapes and dtypes against the model it describes. Any problem is one line naming
 the file.
+
+**Agreeing with the files written beside it.** ``config.json`` repeats the description, a
+run's ``metrics.json`` its labels; training writes them together, so a file that disagrees
+with the checkpoint means the folder was changed afterwards. Which file was changed cannot
+be told (the labels in either could have been swapped, reversing every answer), so the
+checkpoint is refused, naming both.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from ch06_classification.storage.base_weights import (
 )
 from ch06_classification.storage.datafiles import MAX_CLASSES, atomic_output, id2label
 from ch06_classification.storage.printable import quoted
+from ch06_classification.storage.safe_files import file_exists, parse_json, read_json, write_json
 from gpt.config import PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
@@ -61,6 +68,7 @@ from gpt.tokenizer import END_OF_TEXT_ID
 
 CHECKPOINT_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"  # a run's; it records the labels too
 _METADATA_KEY = "gpt_spam"
 FORMAT_VERSION = 2
 STORED = ("trained", "full")  # what the tensors of a checkpoint are
@@ -120,7 +128,7 @@ class ClassifierInfo:
     @classmethod
     def from_json(cls, text: str) -> ClassifierInfo:
         """Parse and validate a description; ``ValueError`` says what is wrong."""
-        return parse_description(json.loads(text))
+        return parse_description(parse_json(text))
 
     def hf_config(self) -> dict[str, Any]:
         """``config.json``: the description, plus the keys Hugging Face users look for."""
@@ -333,8 +341,6 @@ def save_classifier(model: GPTModel, info: ClassifierInfo, path: str | Path) -> 
 
 def save_checkpoint_folder(model: GPTModel, info: ClassifierInfo, folder: str | Path) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json``; returns the folder."""
-    from ch06_classification.storage.safe_files import write_json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # config.json goes first and comes back last: a stale one never sits beside a new model.
@@ -350,7 +356,7 @@ def save_checkpoint_folder(model: GPTModel, info: ClassifierInfo, folder: str | 
 def read_classifier_info(path: str | Path) -> ClassifierInfo:
     """The validated description stored in a checkpoint, without loading its tensors.
 
-    A ``config.json`` beside the file must agree with it.
+    A ``config.json`` and a run's ``metrics.json`` beside the file must agree with it.
     """
     path = _existing(path)
     try:
@@ -366,26 +372,57 @@ def read_classifier_info(path: str | Path) -> ClassifierInfo:
         info = ClassifierInfo.from_json(metadata[_METADATA_KEY])
     except (ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
         raise CheckpointError(f"{path} has an invalid description: {error}") from None
-    _check_config_json(path, info)
+    _check_files_beside(path, info)
     return info
 
 
-def _check_config_json(path: Path, info: ClassifierInfo) -> None:
-    config_path = path.parent / CONFIG_NAME
-    if not config_path.is_file():
-        return  # the safetensors file describes itself; config.json is a readable copy
-    try:
-        found = json.loads(config_path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:
-        raise CheckpointError(f"{config_path} is not readable JSON ({error})") from None
-    if not isinstance(found, dict) or _METADATA_KEY not in found:
-        return  # not ours (e.g. a Hugging Face export's), nothing to compare
-    for key, value in info.hf_config().items():
-        if found.get(key) != json.loads(json.dumps(value)):
+def _check_files_beside(path: Path, info: ClassifierInfo) -> None:
+    """Refuse a checkpoint that ``config.json`` or ``metrics.json`` beside it contradicts.
+
+    Either may be missing (the safetensors file describes itself); one that is there but
+    not gpt-spam's (a Hugging Face export's ``config.json``) has nothing to compare.
+    """
+    for name, says in (
+        (CONFIG_NAME, info.hf_config()),
+        (METRICS_NAME, {"id2label": id2label(info.labels)}),
+    ):
+        other = path.parent / name
+        if not file_exists(other):  # (a folder or a FIFO there is refused, not opened)
+            continue
+        found = read_json(other)
+        ours = isinstance(found, dict) and (name != CONFIG_NAME or _METADATA_KEY in found)
+        difference = _first_difference(found, json.loads(json.dumps(says))) if ours else None
+        if difference is not None:
+            field, theirs, mine = difference
             raise CheckpointError(
-                f"{config_path} disagrees with {path.name} on {quoted(key)} (edited?); "
-                f"delete {config_path.name} to trust {path.name}, or restore it"
+                f"{other} says {field} is {_shorten(theirs)} but {path} says {_shorten(mine)}: "
+                "the folder was changed after training, and which file is right cannot be "
+                "told; restore the run as training wrote it, or retrain"
             )
+
+
+def _first_difference(found: dict, expected: dict) -> tuple[str, Any, Any] | None:
+    """The first entry of ``expected`` that ``found`` has otherwise; for an object too long
+    to show, the first entry of it (``gpt_spam.labels`` rather than all of ``gpt_spam``)."""
+    for key, value in expected.items():
+        if found.get(key) == value:
+            continue
+        if (
+            isinstance(value, dict)
+            and isinstance(found.get(key), dict)
+            and _shorten(value) != _shorten(value, width=None)
+        ):
+            for inner in sorted(set(value) | set(found[key])):
+                if found[key].get(inner) != value.get(inner):
+                    return f"{key}.{inner}", found[key].get(inner), value.get(inner)
+        return key, found.get(key), value
+    return None
+
+
+def _shorten(value: Any, width: int | None = 60) -> str:
+    """``value`` as JSON, cut to ``width`` characters (None: whole)."""
+    text = json.dumps(value, sort_keys=True)
+    return text if width is None or len(text) <= width else text[: width - 1] + "…"
 
 
 def check_tensors(
@@ -423,11 +460,14 @@ def load_classifier(
     path: str | Path,
     device: torch.device | str = "cpu",
     weights_dir: str | Path | None = None,
+    verify: bool = False,
 ) -> tuple[GPTModel, ClassifierInfo]:
     """The model stored at ``path``, in evaluation mode, and its description.
 
     For a lean checkpoint, the base weights are found as training found them (``weights_dir``
-    or ``GPT2_WEIGHTS_DIR`` first) and must be the very ones it recorded.
+    or ``GPT2_WEIGHTS_DIR`` first) and must be the very ones it recorded. ``verify=True``
+    hashes them again rather than trust the digest remembered while their file seems
+    unchanged (``--verify``).
 
     Nothing is copied that need not be: the model is built as a skeleton (shapes only, so
     GPT-2's 50,257-way head, replaced by the class head, is never allocated), and its
@@ -452,7 +492,7 @@ def load_classifier(
             weights_file = None
             if info.stored == "trained" and info.base.kind == "pretrained":
                 weights_file = locate_pretrained(info.base, weights_dir)
-                check_pretrained_file(info.base, weights_file, path)
+                check_pretrained_file(info.base, weights_file, path, verify)
             tensors = {name: file.get_tensor(name) for name in header}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt ({error})") from error
@@ -465,7 +505,8 @@ def load_classifier(
             check_random_tensors(info.base, model, stored, path)
     else:
         model = skeleton
-        tensors = {**_base_tensors(info, skeleton, stored, weights_file, path), **tensors}
+        base = _base_tensors(info, skeleton, stored, weights_file, path, verify)
+        tensors = {**base, **tensors}
     # A LoRA run's base, rebuilt in memory, already holds every tensor the file lacks.
     model.load_state_dict(tensors, strict=not info.lora or info.stored == "full", assign=True)
     return model.to(device).eval(), info
@@ -484,6 +525,7 @@ def _base_tensors(
     stored: set[str],
     weights_file: Path | None,
     checkpoint: Path,
+    verify: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The base's tensors for a lean checkpoint without adapters, by ``skeleton``'s names:
     views into OpenAI's file, or the random base (kept from an earlier load, else drawn
@@ -492,7 +534,7 @@ def _base_tensors(
 
     if weights_file is not None:
         return map_weights_file(skeleton, weights_file)
-    kept = kept_random_base(info.base, info.config.to_dict())
+    kept = kept_random_base(info.base, info.config.to_dict(), verify)
     if kept is not None:
         return kept
     model = _rebuild_base(info, None)
@@ -526,7 +568,7 @@ def _existing(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    if not path.is_file():
+    if not file_exists(path):  # a folder, a FIFO or a device there is named as such
         raise CheckpointError(
             f"no checkpoint at {path}: train one first with `gpt-spam train` "
             "(or scripts/03_train.py)"

@@ -8,7 +8,8 @@ random numbers again and hashing them. Two things are remembered instead:
 - **Digests of files**, keyed by the file's resolved path, size, modification and change
   times (``st_mtime_ns``, ``st_ctime_ns``). Writing a file changes them, so a changed file
   is hashed again; the change time cannot be set back by hand, as ``touch`` can set back
-  the modification time.
+  the modification time. What they cannot see is bytes changed without a write: a failing
+  disk, or a clock set back. ``--verify`` (``recompute=True``) hashes the file again.
 - **Random bases**, written once as a safetensors file (named by what the run records of
   them: seed, initialisation, model shape, the SHA-256 of their tensors) with that SHA-256
   remembered as above. Later loads map the
@@ -45,22 +46,26 @@ def _stat_key(path: Path) -> dict[str, int]:
 
 
 def _read_digests() -> dict[str, dict]:
+    from ch06_classification.storage.safe_files import FileReadError, read_json
+
     try:
-        values = json.loads((cache_dir() / _DIGESTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        values = read_json(cache_dir() / _DIGESTS)
+    except FileReadError:  # none yet, or damaged: nothing is remembered (until rewritten)
         return {}
     return values if isinstance(values, dict) else {}
 
 
-def remembered_digest(path: str | Path, kind: str, compute: Callable[[Path], str]) -> str:
+def remembered_digest(
+    path: str | Path, kind: str, compute: Callable[[Path], str], recompute: bool = False
+) -> str:
     """``compute(path)`` (a digest of kind ``kind``, e.g. ``"file_sha256"``), remembered for
-    as long as the file is unchanged (same path, size, modification and change times)."""
+    as long as the file is unchanged (same path, size, modification and change times);
+    ``recompute=True`` computes it again all the same (and remembers the new value)."""
     path = Path(path).resolve()
-    key = f"{kind}:{path}"
     before = _stat_key(path)
-    entry = _read_digests().get(key)
-    if isinstance(entry, dict) and {k: entry.get(k) for k in before} == before:
-        return str(entry["digest"])
+    remembered = None if recompute else _remembered(path, kind, before)
+    if remembered is not None:
+        return remembered
     digest = compute(path)
     if _stat_key(path) == before:  # not written to while it was read
         remember_digest(path, kind, digest, before)
@@ -76,8 +81,13 @@ def remember_digest(
     path = Path(path).resolve()
     digests = _read_digests()
     digests[f"{kind}:{path}"] = {**(stat_key or _stat_key(path)), "digest": digest}
-    # Forget files that are gone, so the record does not grow forever.
-    digests = {key: value for key, value in digests.items() if Path(key.split(":", 1)[1]).exists()}
+    # Forget files that are gone, so the record does not grow forever (and entries that
+    # are not "kind:path", which gpt-spam never wrote).
+    digests = {
+        key: value
+        for key, value in digests.items()
+        if ":" in key and Path(key.split(":", 1)[1]).exists()
+    }
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         write_json(cache_dir() / _DIGESTS, digests)
@@ -91,11 +101,14 @@ def recorded_digest(path: str | Path, kind: str) -> str | None:
     if not path.is_file():
         return None
     path = path.resolve()
+    return _remembered(path, kind, _stat_key(path))
+
+
+def _remembered(path: Path, kind: str, now: dict[str, int]) -> str | None:
     entry = _read_digests().get(f"{kind}:{path}")
-    if not isinstance(entry, dict):
+    if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
         return None
-    now = _stat_key(path)
-    return str(entry["digest"]) if {k: entry.get(k) for k in now} == now else None
+    return entry["digest"] if {k: entry.get(k) for k in now} == now else None
 
 
 def random_base_file(record: dict) -> Path:

@@ -25,7 +25,9 @@ from ch06_classification.storage.checkpoint import (
 from ch06_classification.storage.datafiles import id2label
 from ch06_classification.storage.printable import listed
 from ch06_classification.storage.safe_files import (
+    FileReadError,
     claim_folder,
+    file_exists,
     is_own_file,
     read_json,
     replace_together,
@@ -205,11 +207,13 @@ def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any])
 def read_training_texts(run_dir: Path) -> set[str] | None:
     """The fingerprints of a run's training texts; None for a run that did not record them."""
     path = Path(run_dir) / TRAINING_TEXTS_FILE
-    if not path.is_file():
+    if not file_exists(path):
         return None
     try:
         return set(read_json(path)["sha256"])
-    except (ValueError, KeyError, TypeError):
+    except FileReadError as error:
+        raise UserFacingError(f"{error}: retrain the run") from None
+    except (KeyError, TypeError):
         raise UserFacingError(
             f"{path} is damaged (not a list of fingerprints): retrain the run"
         ) from None

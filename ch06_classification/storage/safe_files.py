@@ -1,4 +1,5 @@
-"""Writing files so that an interruption or a second command never leaves a mix.
+"""Writing files so that an interruption or a second command never leaves a mix, and
+reading them so that a damaged or odd one is one line naming it.
 
 From the smallest tool up:
 
@@ -14,6 +15,10 @@ From the smallest tool up:
   holds it for a whole command, from before its work starts.
 * :func:`ensure_writable_folder` finds a read-only disk, a file where a folder should be,
   or too little free space before the long work, not after it.
+
+Reading: :func:`file_exists` refuses a folder, a FIFO or a device where a file should be
+(without opening it: a FIFO would wait for a writer forever), and :func:`read_json` reads
+every JSON file gpt-spam keeps, its problems one :class:`FileReadError` naming the file.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -297,5 +303,91 @@ def write_json(path: str | Path, values: Any) -> Path:
     return path
 
 
+# --- Reading ------------------------------------------------------------------------------
+
+# Far deeper than any file gpt-spam writes (4 levels), far shallower than the nesting at
+# which Python's recursion stops: in the JSON parser, or later in whatever walks the values
+# (dataclasses.asdict, ==, json.dumps).
+MAX_JSON_DEPTH = 100
+
+_NOT_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class FileReadError(UserFacingError):
+    """A file that cannot be read as what it should be: not a file, unreadable, not JSON."""
+
+
+def file_exists(path: str | Path) -> bool:
+    """Whether a regular file is at ``path`` (following symbolic links); False if nothing is.
+
+    Anything else there is a :class:`FileReadError` ("X is a FIFO, not a file"): told
+    apart by ``os.stat``, so it is never opened (opening a FIFO waits for a writer forever,
+    a device may never end).
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False  # nothing there, or a link to nothing
+    except OSError as error:
+        raise FileReadError(describe_os_error(error, path)) from None
+    if stat.S_ISREG(mode):
+        return True
+    kind = next((name for is_kind, name in _NOT_FILES if is_kind(mode)), "not a regular file")
+    link = f" (a link to {os.path.realpath(path)})" if path.is_symlink() else ""
+    raise FileReadError(f"{path} is {kind}{link}, not a file")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """The values of a JSON text (bytes are read as UTF-8); ``ValueError`` says what is
+    wrong with it: malformed, not UTF-8, or nested more than ``MAX_JSON_DEPTH`` deep."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            byte = f"byte {error.start:,} is {text[error.start]:#04x}"
+            raise ValueError(f"not UTF-8 text: {byte}") from None
+    too_deep = f"nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        values = json.loads(text)
+    except RecursionError:  # (deeper than Python's recursion limit, ~1,000 levels)
+        raise ValueError(too_deep) from None
+    if _nesting(values) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
+    return values
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The values of the JSON file at ``path``; any problem (missing, a folder or a FIFO,
+    unreadable, not UTF-8, malformed, nested too deeply) is a :class:`FileReadError`
+    naming the file."""
+    path = Path(path)
+    if not file_exists(path):
+        raise FileReadError(f"{path}: no such file")
+    try:
+        return parse_json(path.read_bytes())
+    except OSError as error:
+        raise FileReadError(describe_os_error(error, path)) from None
+    except ValueError as error:
+        raise FileReadError(f"{path} is not valid JSON ({error})") from None
+
+
+def _nesting(values: Any) -> int:
+    """How deeply lists and objects nest in ``values`` (1 for ``[1, 2]``), found without
+    recursion."""
+    deepest, pending = 0, [(values, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:  # deeper is too deep already: no need to look
+                pending.extend((item, depth + 1) for item in value)
+    return deepest

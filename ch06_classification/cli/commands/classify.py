@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     messages = read_messages(args)  # lazily, for a file or standard input
     device = pick_device(args.device)
     classifier = SpamClassifier.from_pretrained(
-        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir
+        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir, verify=args.verify
     )
     run_dir = checkpoint.parent if checkpoint.is_file() else checkpoint
     total = len(messages) if isinstance(messages, list) else None  # a stream's is unknown

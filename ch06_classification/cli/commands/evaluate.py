@@ -78,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             weights_dir=args.weights_dir,
             precision=args.precision,
+            verify=args.verify,
         )
     return 0

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ch06_classification.storage.runs import latest_run_dir
 
     run_dir = args.run_dir or latest_run_dir()
-    model, info = load_classifier(run_dir, weights_dir=args.weights_dir)
+    model, info = load_classifier(run_dir, weights_dir=args.weights_dir, verify=args.verify)
     export = export_hf if args.format == "hf" else export_full
     out = export(model, info, args.out)
     print(f"Exported {run_dir}/ as {args.format} to {out}/")
