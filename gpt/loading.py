@@ -4,7 +4,7 @@ shape checked, or mapped into memory and used in place.
 
 The book's way (``gpt/weights.py``: ``download_and_load_gpt2`` reads every tensor into
 numpy arrays, ``load_weights_into_gpt`` copies them into a model drawn at random) gives
-the same model; ``tests/test_loading.py`` holds them equal. This module knows where each
+the same model; ``tests/gpt/test_loading.py`` holds them equal. This module knows where each
 parameter of ``GPTModel`` comes from in OpenAI's file (``openai_parameter_sources``) and
 goes from there directly.
 """
