@@ -24,6 +24,7 @@ from ch06_classification.storage.printable import one_line
 from gpt.errors import UserFacingError, describe_os_error
 
 PROG = "gpt-spam"
+MAX_ERROR_LINES = 20  # a list of problems longer than this is cut
 ERROR_WIDTH = 1000  # characters: any error a person needs to read fits
 CLOSED_PIPE_STATUS = 141  # 128 + SIGPIPE (13)
 
@@ -67,8 +68,18 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
 
 
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace, message: str) -> None:
-    """``message`` as one line on stderr, of readable length (see ``ERROR_WIDTH``)."""
-    print(f"{parser.prog} {args.command}: error: {one_line(message, ERROR_WIDTH)}", file=sys.stderr)
+    """``message`` on stderr, each of its lines made printable and of readable length (see
+    ``ERROR_WIDTH``): one line, or the list of everything a step found missing, a problem a
+    line (at most ``MAX_ERROR_LINES``)."""
+    lines = [one_line(line, ERROR_WIDTH) for line in message.splitlines() if line.strip()]
+    if len(lines) > MAX_ERROR_LINES:
+        lines = [*lines[: MAX_ERROR_LINES - 1], f"... ({len(lines) - MAX_ERROR_LINES + 1} more)"]
+    indented = "\n".join(f"  {line}" if line[0] == "-" else line for line in lines[1:])
+    text = lines[0] if lines else ""
+    print(
+        f"{parser.prog} {args.command}: error: {text}" + (f"\n{indented}" if indented else ""),
+        file=sys.stderr,
+    )
 
 
 def discard_stdout(unless_it_flushes: bool = False) -> None:
