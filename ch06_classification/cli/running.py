@@ -68,18 +68,20 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
 
 
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace, message: str) -> None:
-    """``message`` on stderr, each of its lines made printable and of readable length (see
-    ``ERROR_WIDTH``): one line, or the list of everything a step found missing, a problem a
-    line (at most ``MAX_ERROR_LINES``)."""
-    lines = [one_line(line, ERROR_WIDTH) for line in message.splitlines() if line.strip()]
+    """``message`` on stderr as one line, printable and of readable length (see
+    ``ERROR_WIDTH``): or, for the list of everything a step found missing (``require``),
+    a line and then a problem a line (at most ``MAX_ERROR_LINES``)."""
+    lines: list[str] = []
+    for line in message.splitlines():
+        if lines and not line.lstrip().startswith("- "):
+            lines[-1] += " " + line  # not an item of a list: the same line goes on
+        elif line.strip():
+            lines.append(line)
+    lines = [one_line(line, ERROR_WIDTH) for line in lines] or [""]
     if len(lines) > MAX_ERROR_LINES:
-        lines = [*lines[: MAX_ERROR_LINES - 1], f"... ({len(lines) - MAX_ERROR_LINES + 1} more)"]
-    indented = "\n".join(f"  {line}" if line[0] == "-" else line for line in lines[1:])
-    text = lines[0] if lines else ""
-    print(
-        f"{parser.prog} {args.command}: error: {text}" + (f"\n{indented}" if indented else ""),
-        file=sys.stderr,
-    )
+        lines = [*lines[: MAX_ERROR_LINES - 1], f"- ... ({len(lines) - MAX_ERROR_LINES + 1} more)"]
+    items = "".join(f"\n  {line}" for line in lines[1:])
+    print(f"{parser.prog} {args.command}: error: {lines[0]}{items}", file=sys.stderr)
 
 
 def discard_stdout(unless_it_flushes: bool = False) -> None:
