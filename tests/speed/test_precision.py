@@ -65,7 +65,8 @@ def test_bfloat16_casts_the_weights_once_and_keeps_float32s_labels(run) -> None:
     bf16 = classifier.predict_proba(texts)
 
     assert {p.dtype for p in classifier.model.parameters()} == {torch.bfloat16}
-    # ... and attention switched to its variant for bfloat16 on a CPU (tests/gpt/test_fast_attention.py)
+    # ... and attention switched to its variant for bfloat16 on a CPU
+    # (tests/gpt/test_fast_attention.py)
     assert all(isinstance(b.att, FastMultiHeadAttention) for b in classifier.model.trf_blocks)
     confident = np.abs(fp32[:, 1] - 0.5) > 0.05  # the easy messages: a clear answer
     assert confident.sum() >= len(texts) // 2
