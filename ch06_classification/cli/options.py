@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 
 def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -262,148 +262,40 @@ def add_split_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """What ``train`` fine-tunes and how: the knobs of ``TrainingSettings`` besides the
-    model, data, seed and device options, which more steps share."""
-    from ch06_classification.classifier import TOKEN_POSITIONS
-    from ch06_classification.finetuning.model import TRAINABLE_LAYERS
-    from ch06_classification.finetuning.settings import TrainingSettings
+    """What ``train`` fine-tunes and how: an option for each knob ``TrainingSettings``
+    declares (its help, choices and range are declared there, once), besides the model,
+    data, seed and device options, which more steps share."""
+    from dataclasses import fields
 
-    defaults = TrainingSettings()
-    parser.add_argument(
-        "--trainable-layers",
-        choices=TRAINABLE_LAYERS,
-        default=defaults.trainable_layers,
-        help=(
-            "what is fine-tuned; everything else stays frozen: the new head only "
-            "(last_layer), the last block(s) with the final norm and head, every layer (all), "
-            "or LoRA adapters beside every linear layer (lora) (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--lora-rank",
-        type=positive_int,
-        default=defaults.lora_rank,
-        help="rank of the LoRA adapters, with --trainable-layers lora (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lora-alpha",
-        type=positive_float,
-        default=defaults.lora_alpha,
-        help=(
-            "LoRA's update is scaled by alpha / rank (alpha above 0), as in the book's "
-            "appendix E (the book's chapter-6 bonus script scales by alpha alone: its alpha "
-            "16 at rank 16 is alpha 256 here) (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--token-position",
-        choices=TOKEN_POSITIONS,
-        default=defaults.token_position,
-        help=(
-            "which token's output is classified: the last real token (flexible), the last "
-            "position of the padded row (last, the book's), or the first (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--average-embeddings",
-        action="store_true",
-        help=(
-            "classify the average of the outputs over every position instead of one token; "
-            "as in the book's bonus experiment, padding is included: every message is "
-            "padded to the same length, so each is averaged over the same positions "
-            "whatever else is in its batch (--token-position is then ignored)"
-        ),
-    )
-    parser.add_argument(
-        "--disable-causal-mask",
-        action="store_true",
-        help=(
-            "let every token attend to every other one, later ones and padding included "
-            "(messages are then padded to the same length)"
-        ),
-    )
-    parser.add_argument(
-        "--no-padding",
-        action="store_true",
-        help="each message at its own length, one message per batch (batch size 1)",
-    )
-    parser.add_argument(
-        "--context-length",
-        type=context_length,
-        default=defaults.context_length,
-        metavar="{longest,model,N}",
-        help=(
-            "cut messages to the longest training message, the model's full context "
-            "(1,024 tokens), or N tokens (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=defaults.epochs,
-        help="passes over the training split (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.batch_size,
-        help=(
-            "training messages per batch; a batch larger than the training split is refused, "
-            "since an epoch trains on whole batches only, as in the book (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--accumulation-steps",
-        type=positive_int,
-        default=defaults.accumulation_steps,
-        metavar="N",
-        help=(
-            "sum the gradients of N batches (each loss scaled by 1/N) before the optimizer "
-            "steps, and after the last batch of an epoch; more than an epoch's batches is "
-            "refused (default: %(default)s)"
-        ),
-    )
-    parser.add_argument(
-        "--lr",
-        type=positive_float,
-        default=defaults.lr,
-        help="AdamW learning rate, above 0 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--weight-decay",
-        type=non_negative_float,
-        default=defaults.weight_decay,
-        help="AdamW weight decay, 0 or more (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--drop-rate",
-        type=dropout_rate,
-        default=defaults.drop_rate,
-        help="dropout probability in the model, from 0 to below 1 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--eval-freq",
-        type=positive_int,
-        default=defaults.eval_freq,
-        help="evaluate the loss every N steps (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--eval-iter",
-        type=positive_int,
-        default=defaults.eval_iter,
-        help="batches per periodic evaluation and per-epoch accuracy (default: %(default)s)",
-    )
-    add_precision_option(parser)
-    parser.add_argument(
-        "--fast-path",
-        choices=["auto", "on", "off"],
-        default=defaults.fast_path,
-        help=(
-            "cache the frozen blocks and compute only the classified token (on), train the "
-            "book's way, every message padded to the same length and every block run on "
-            "every step (off), or use the fast path where it is exact (auto, the default)"
-        ),
-    )
+    from ch06_classification.finetuning.settings import TrainingSettings, knobs
+
+    defaults = {f.name: f.default for f in fields(TrainingSettings)}
+    for name, declared in knobs().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(defaults[name], bool):  # a switch, off by default
+            parser.add_argument(flag, action="store_true", help=declared.help)
+            continue
+        parser.add_argument(
+            flag,
+            type=None if declared.range is None else knob_type(declared),
+            choices=declared.choices,
+            default=defaults[name],
+            metavar=declared.metavar,
+            help=f"{declared.help} (default: %(default)s)",
+        )
+
+
+def knob_type(declared: Any) -> Callable[[str], Any]:
+    """An argparse type that reads a ``TrainingSettings`` knob's number and checks its range."""
+    from ch06_classification.finetuning.settings import parse_knob
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_knob(declared, text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
 
 
 def option_arguments(
@@ -424,18 +316,6 @@ def option_arguments(
         else:
             arguments += [flag, str(value)]
     return arguments
-
-
-def context_length(value: str) -> str | int:
-    """An argparse type: ``longest``, ``model`` or a number of tokens (at least 1)."""
-    if value in ("longest", "model"):
-        return value
-    try:
-        return positive_int(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"use 'longest', 'model' or a number of tokens of at least 1, not {value!r}"
-        ) from None
 
 
 def add_threshold_option(parser: argparse.ArgumentParser) -> None:

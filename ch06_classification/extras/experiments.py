@@ -223,15 +223,14 @@ def row_settings(
     weights_dir: str | None = None,
     token_position: str = "last",
 ) -> TrainingSettings:
-    """A training row's settings, parsed by `gpt-spam train`'s own parser: what runs is
-    exactly the row's command."""
-    from ch06_classification.cli.commands import train
-    from ch06_classification.cli.running import build_parser
+    """A training row's settings: its command read by the declarations `gpt-spam train`'s
+    options are built from, so what runs is exactly the row's command."""
+    from ch06_classification.finetuning.settings import settings_from_arguments
 
-    argv = [*row.command(weights, token_position, precision), "--data-dir", str(data_dir)]
+    argv = [*row.command(weights, token_position, precision)[1:], "--data-dir", str(data_dir)]
     argv += ["--device", device]
     argv += ["--weights-dir", weights_dir] if weights_dir else []
-    return train.settings_from_args(build_parser([train]).parse_args(argv))
+    return settings_from_arguments(argv)
 
 
 def _why_not_reusable(

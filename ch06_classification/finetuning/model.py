@@ -21,6 +21,7 @@ from ch06_classification.classifier import (
     add_classification_head,
     classified_positions,
 )
+from ch06_classification.finetuning.settings import TRAINABLE_LAYERS
 from gpt.config import GPTConfig, get_config
 from gpt.loading import load_pretrained_gpt
 from gpt.lora import replace_linear_with_lora
@@ -29,10 +30,6 @@ from gpt.model import GPTModel, count_parameters
 # How `--weights random` draws the starting weights: GPT-2's initialisation, a far better
 # start than PyTorch's defaults (see gpt/model.py). Lean checkpoints record it.
 RANDOM_INIT = "gpt2"
-
-# What is fine-tuned (the book's bonus experiments); everything else stays frozen.
-# "lora" trains low-rank adapters beside every linear layer instead (appendix E).
-TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
 
 
 def trainable_modules(model: GPTModel, trainable_layers: str) -> list[nn.Module]:

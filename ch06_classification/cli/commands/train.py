@@ -61,35 +61,10 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
+    """The ``TrainingSettings`` the parsed options give (each field by its name)."""
     from ch06_classification.finetuning.settings import TrainingSettings
 
-    return TrainingSettings(
-        model=args.model,
-        weights=args.weights,
-        weights_dir=args.weights_dir,
-        trainable_layers=args.trainable_layers,
-        lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha,
-        token_position=args.token_position,
-        average_embeddings=args.average_embeddings,
-        disable_causal_mask=args.disable_causal_mask,
-        no_padding=args.no_padding,
-        context_length=args.context_length,
-        drop_rate=args.drop_rate,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        accumulation_steps=args.accumulation_steps,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        eval_freq=args.eval_freq,
-        eval_iter=args.eval_iter,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        fast_path=args.fast_path,
-        data_dir=str(args.data_dir),
-        full_checkpoint=args.full_checkpoint,
-    )
+    return TrainingSettings.from_options(vars(args))
 
 
 def run(args: argparse.Namespace) -> int:
