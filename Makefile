@@ -10,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: pipeline test lint benchmark notebooks clean
+.PHONY: pipeline test test-portable lint benchmark notebooks clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ pipeline: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The tests that compare two code paths (batched and single, fast and book, bf16 and fp32,
+# several processes and one), on PyTorch's portable kernels, as a CPU without AVX2 runs
+# them: their tolerances must hold on any x86-64 CPU, not only on this one's kernels.
+test-portable: $(VENV)/.installed-dev
+	ATEN_CPU_CAPABILITY=default $(PY) -m pytest -q -m compares_paths
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -46,6 +46,10 @@ from tests.checkpoints import hf_gpt2, write_openai_checkpoint
 from tests.local_server import LocalServer
 from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 GPT_CONFIG_124M = {
     "vocab_size": 50257,  # Vocabulary size
     "context_length": 1024,  # Context length

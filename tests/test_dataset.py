@@ -19,6 +19,10 @@ from ch06_classification.sources.split_files import read_split
 from ch06_classification.storage.datafiles import DataError
 from gpt.tokenizer import END_OF_TEXT_ID
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TEXTS = [
     "Hi",
     "Are we still meeting at six tonight?",

@@ -12,6 +12,10 @@ from ch06_classification.inference import classify_review
 from gpt.errors import UserFacingError
 from tests.tiny_classifier import MAX_LENGTH, MESSAGES, TINY, write_tiny_checkpoint
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 LONG_MESSAGE = "Congratulations! " * 200  # far longer than the context, 32 tokens
 
 

@@ -40,6 +40,10 @@ from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_classifier import MESSAGES
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 32}
 # What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling.
 HEAVY = ("pandas", "matplotlib", "sklearn", "scipy", "requests", "huggingface_hub", "torch._dynamo")

@@ -20,6 +20,10 @@ from ch06_classification.storage.checkpoint import (
 )
 from tests.tiny_classifier import MESSAGES
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 64}
 MAX_LENGTH = 48
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from ch06_classification.classifier import add_classification_head
 from ch06_classification.finetuning.loop import train_classifier
 from ch06_classification.training import train_classifier_simple
 from gpt.model import GPTModel
+
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
 
 TINY = {
     "vocab_size": 50,

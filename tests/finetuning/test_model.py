@@ -16,6 +16,10 @@ from ch06_classification.finetuning.model import (
 from gpt.config import GPTConfig
 from gpt.model import GPTModel
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = GPTConfig(vocab_size=100, context_length=32, emb_dim=32, n_heads=4, n_layers=3)
 
 

@@ -16,6 +16,10 @@ from gpt.fast_attention import (
 )
 from gpt.model import GPTModel, MultiHeadAttention
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 LENGTHS = [7, QUERY_BLOCK, QUERY_BLOCK + 1, 300]  # one block, exactly one, two, three
 
 

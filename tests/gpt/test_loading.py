@@ -22,6 +22,10 @@ from gpt.weights import WeightsError, download_and_load_gpt2, load_weights_into_
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint
 from tests.checkpoints import openai_state_dict as hf_openai_state_dict
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 SMALL = GPTConfig(vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2)
 
 

@@ -16,6 +16,10 @@ from gpt.lora import LinearWithLoRA, LoRALayer, lora_config, merge_lora, replace
 from gpt.model import GPTModel, count_parameters
 from tests.tiny_classifier import MESSAGES, TINY
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 
 def test_appendix_e_count_on_gpt2_small():
     """Every nn.Linear wrapped, the 2-class head too: 2,666,528 trainable at rank 16."""

@@ -19,6 +19,10 @@ from gpt.model import (
     count_parameters,
 )
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = GPTConfig(vocab_size=97, context_length=32, emb_dim=48, n_heads=4, n_layers=3)
 
 

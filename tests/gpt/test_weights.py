@@ -23,6 +23,10 @@ from gpt.weights import (
 )
 from tests.checkpoints import hf_gpt2, openai_state_dict, write_openai_checkpoint
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 SMALL = GPTConfig(vocab_size=512, context_length=64, emb_dim=64, n_heads=4, n_layers=2)
 SETTINGS = {"n_vocab": 512, "n_ctx": 64, "n_embd": 64, "n_head": 4, "n_layer": 2}
 

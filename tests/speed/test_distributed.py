@@ -34,6 +34,10 @@ from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_train import TINY_MODEL
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 # --- The pieces of the work -----------------------------------------------------------
 
 

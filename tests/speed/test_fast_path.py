@@ -27,6 +27,10 @@ from gpt.errors import UserFacingError
 from gpt.model import GPTModel, TransformerBlock
 from tests.synthetic_splits import write_synthetic_splits
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = GPTConfig(context_length=64, emb_dim=32, n_heads=4, n_layers=3)
 
 

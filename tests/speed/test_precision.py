@@ -28,6 +28,10 @@ from gpt.fast_attention import FastMultiHeadAttention
 from gpt.model import MultiHeadAttention
 from tests.synthetic_splits import write_synthetic_splits
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = {"emb_dim": 32, "n_layers": 3, "n_heads": 4, "context_length": 64}
 CPU = torch.device("cpu")
 ENOUGH = 10 * MIN_TOKENS_FOR_BF16  # tokens: enough work for bfloat16 to be weighed

@@ -33,6 +33,10 @@ from tests.run_cli import gpt_spam
 from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_classifier import MESSAGES
 
+# Compares two code paths (with a tolerance where they differ in rounding): also run
+# on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
+pytestmark = pytest.mark.compares_paths
+
 TINY = {"emb_dim": 32, "n_layers": 3, "n_heads": 4, "context_length": 64}
 LAST_BLOCK = {"trf_blocks.2.", "final_norm.", "out_head."}  # what last_block fine-tunes
 
