@@ -85,10 +85,8 @@ def test_a_loss_that_is_not_a_number_stops_training_before_it_reaches_the_weight
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
     with pytest.raises(TrainingDivergedError) as error:
-        train_classifier(
-            model, loader, loader[:1], optimizer, "cpu", num_epochs=3, eval_freq=100,
-            eval_iter=1, log=None,
-        )  # fmt: skip
+        settings = TrainingSettings(epochs=3, eval_freq=100, eval_iter=1, precision="fp32")
+        train_classifier(model, loader, loader[:1], optimizer, settings, device="cpu", log=None)
 
     assert isinstance(error.value, UserFacingError)  # one line at the command line
     assert str(error.value) == (

@@ -296,14 +296,10 @@ def fine_tune(
         world.shard(train_loaders[0], training=True),
         world.shard(train_loaders[1]),
         optimizer,
-        device,
-        num_epochs=settings.epochs,
-        eval_freq=settings.eval_freq,
-        eval_iter=settings.eval_iter,
-        precision=settings.precision,
-        log=log,
-        accumulation_steps=settings.accumulation_steps,
+        settings,
+        device=device,
         world=world if world.distributed else None,
+        log=log,
     )
     trained = prefix_seconds + history.seconds
     log(

@@ -40,6 +40,7 @@ from ch06_classification.training import (
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
+    from ch06_classification.finetuning.settings import TrainingSettings
     from ch06_classification.speed.distributed import World
 
 
@@ -48,19 +49,19 @@ def train_classifier(
     train_loader: Iterable[Any],
     val_loader: Iterable[Any],
     optimizer: torch.optim.Optimizer,
-    device: torch.device | str,
-    num_epochs: int,
-    eval_freq: int,
-    eval_iter: int,
-    token_position: str = "last",
+    settings: TrainingSettings,
     *,
-    precision: str = "fp32",
-    log: Callable[[str], None] | None = print,
-    accumulation_steps: int = 1,
+    device: torch.device | str,
     world: World | None = None,
+    log: Callable[[str], None] | None = print,
 ) -> TrainingHistory:
-    """``train_classifier_simple`` with precision, accumulation, several processes and
-    timed log lines (see the module's docstring)."""
+    """``train_classifier_simple`` for ``settings`` (its ``epochs``, ``eval_freq``,
+    ``eval_iter``, ``token_position``, and the additions: ``precision``, which must be
+    "fp32" or "bf16" by now, and ``accumulation_steps``), with several processes and timed
+    log lines (see the module's docstring)."""
+    num_epochs, eval_freq, eval_iter = settings.epochs, settings.eval_freq, settings.eval_iter
+    precision, accumulation_steps = settings.precision, settings.accumulation_steps
+    token_position = settings.token_position
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be at least 1, not {accumulation_steps}")
     history = TrainingHistory()

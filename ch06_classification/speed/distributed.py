@@ -44,10 +44,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, Subset
 
 from ch06_classification.training import (
-    calc_loss_batch,
-    classification_logits,
+    calc_accuracy_loader,
+    calc_loss_loader,
     collect_logits,
-    unpack_batch,
 )
 from gpt.errors import UserFacingError
 
@@ -269,19 +268,16 @@ class World:
         token_position: str = "last",
     ) -> float:
         """The book's ``calc_loss_loader`` over the whole batches: the mean over the first
-        ``num_batches`` batches of each batch's mean loss, each process computing its piece."""
+        ``num_batches`` batches of each batch's mean loss, each process computing its piece
+        (with the book's function, on a loader of that one piece)."""
         model = _unwrap(model)
         per_batch: list[tuple[float, int]] = []
-        with torch.no_grad():
-            for batch in islice(data_loader, num_batches):
-                if batch is None:  # an empty piece
-                    per_batch.append((0.0, 0))
-                    continue
-                input_batch, target_batch, lengths = unpack_batch(batch)
-                loss = calc_loss_batch(
-                    input_batch, target_batch, model, device, lengths, token_position
-                )
-                per_batch.append((loss.item() * len(target_batch), len(target_batch)))
+        for batch in islice(data_loader, num_batches):
+            examples = 0 if batch is None else len(batch[1])  # None: an empty piece
+            mean = (
+                calc_loss_loader([batch], model, device, None, token_position) if examples else 0.0
+            )
+            per_batch.append((mean * examples, examples))
         if not per_batch:
             return float("nan")
         totals = self.sum(torch.tensor(per_batch, dtype=torch.float64))  # [batches, 2]
@@ -296,23 +292,17 @@ class World:
         token_position: str = "last",
     ) -> float:
         """The book's ``calc_accuracy_loader`` over the whole batches (model left in
-        evaluation mode, as the book leaves it)."""
+        evaluation mode, as the book leaves it), each process counting its pieces with it."""
         model.eval()
         model = _unwrap(model)
-        correct, seen = 0, 0
-        with torch.no_grad():
-            for batch in islice(data_loader, num_batches):
-                if batch is None:
-                    continue
-                input_batch, target_batch, lengths = unpack_batch(batch)
-                lengths = None if lengths is None else lengths.to(device)
-                logits = classification_logits(
-                    model, input_batch.to(device), lengths, token_position
-                )
-                correct += (logits.argmax(dim=-1) == target_batch.to(device)).sum().item()
-                seen += target_batch.shape[0]
-        correct, seen = self.sum(torch.tensor([correct, seen], dtype=torch.long)).tolist()
-        return correct / seen if seen else float("nan")
+        correct, seen = 0.0, 0
+        for batch in islice(data_loader, num_batches):
+            if batch is not None:
+                examples = len(batch[1])
+                accuracy = calc_accuracy_loader([batch], model, device, None, token_position)
+                correct, seen = correct + accuracy * examples, seen + examples
+        correct, seen = self.sum(torch.tensor([correct, seen], dtype=torch.float64)).tolist()
+        return round(correct) / seen if seen else float("nan")
 
     def collect_logits(
         self, loader: DataLoader, model: nn.Module, device: torch.device | str

@@ -9,6 +9,7 @@ import torch
 
 from ch06_classification.classifier import add_classification_head
 from ch06_classification.finetuning.loop import train_classifier
+from ch06_classification.finetuning.settings import TrainingSettings
 from ch06_classification.training import train_classifier_simple
 from gpt.model import GPTModel
 
@@ -51,13 +52,16 @@ def test_with_nothing_added_it_computes_what_train_classifier_simple_computes() 
         "cpu",
         **arguments,
     )
+    settings = TrainingSettings(
+        epochs=2, eval_freq=3, eval_iter=2, token_position="last", precision="fp32"
+    )
     ours = train_classifier(
         other,
         train_loader,
         val_loader,
         torch.optim.AdamW(other.parameters(), lr=1e-3, weight_decay=0.1),
-        "cpu",
-        **arguments,
+        settings,
+        device="cpu",
         log=None,
     )
 
