@@ -7,6 +7,8 @@ from typing import Any
 
 from gpt.errors import UserFacingError
 
+IMPLEMENTATIONS = ("manual", "fused")  # how the math is computed (see GPTConfig)
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -35,7 +37,7 @@ class GPTConfig:
             raise ValueError(
                 f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
             )
-        if self.implementation not in ("manual", "fused"):
+        if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be 'manual' or 'fused', not {self.implementation!r}"
             )

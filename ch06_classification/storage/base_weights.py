@@ -30,7 +30,9 @@ from ch06_classification.storage.local_cache import (
     remember_digest,
     remembered_digest,
 )
+from ch06_classification.storage.rules import checked, matches, one_of, text, whole_number
 from ch06_classification.storage.safe_files import atomic_output
+from gpt.config import PRESETS
 from gpt.errors import UserFacingError
 from gpt.model import INITS, GPTModel
 
@@ -45,14 +47,18 @@ class BaseWeightsError(UserFacingError):
 
 @dataclass(frozen=True)
 class BaseWeights:
-    """Where a fine-tuned model's frozen weights come from."""
+    """Where a fine-tuned model's frozen weights come from (each field with the rule its
+    value read from a checkpoint must follow)."""
 
-    kind: str  # "pretrained" or "random"
-    preset: str  # "gpt2-small", ...
-    sha256: str  # pretrained: of the weights file; random: of the tensors the seed gives
-    seed: int | None = None  # random only
-    init: str | None = None  # random only: the initialisation scheme (RANDOM_INITS)
-    file: str | None = None  # pretrained only: where training found the file (a hint)
+    kind: str = checked(one_of(BASE_KINDS))
+    preset: str = checked(one_of(PRESETS))  # "gpt2-small", ...
+    # pretrained: of the weights file; random: of the tensors the seed gives
+    sha256: str = checked(matches("[0-9a-f]{64}", "a SHA-256"))
+    seed: int | None = checked(whole_number(), default=None)  # random only
+    # random only: the initialisation scheme
+    init: str | None = checked(one_of(RANDOM_INITS), default=None)
+    # pretrained only: where training found the file (a hint)
+    file: str | None = checked(text(), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}

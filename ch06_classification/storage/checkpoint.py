@@ -14,10 +14,10 @@ so a checkpoint stores those (``stored="trained"``, 28 MB) and a record of the b
 ``stored="full"`` keeps every tensor, for a machine without the base weights.
 
 **Validated where it is read.** A checkpoint's description is checked before any expensive
-work: every value's type and range, its model configuration against the named preset (an
-edited ``n_heads`` gives tensors of the same shapes but other answers), and the tensors'
-names, shapes and dtypes against the model it describes. Any problem is one line naming
-the file.
+work: every value by the rule declared beside its field (``rules.py``: type, range,
+choices), its model configuration against the named preset (an edited ``n_heads`` gives
+tensors of the same shapes but other answers), and the tensors' names, shapes and dtypes
+against the model it describes. Any problem is one line naming the file.
 
 **Agreeing with the files written beside it.** ``config.json`` repeats the description, a
 run's ``metrics.json`` its labels; training writes them together, so a file that disagrees
@@ -28,10 +28,9 @@ checkpoint is refused, naming both.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,6 @@ from ch06_classification.finetuning.model import (
 )
 from ch06_classification.storage.base_weights import (
     BASE_KINDS,
-    RANDOM_INITS,
     BaseWeights,
     check_pretrained_file,
     check_random_tensors,
@@ -58,8 +56,22 @@ from ch06_classification.storage.base_weights import (
 )
 from ch06_classification.storage.datafiles import MAX_CLASSES, atomic_output, id2label
 from ch06_classification.storage.printable import quoted
+from ch06_classification.storage.rules import (
+    boolean,
+    check_entries,
+    checked,
+    declared_rules,
+    entries,
+    mapping,
+    number_in,
+    one_of,
+    optional,
+    rule,
+    text_equal,
+    whole_number,
+)
 from ch06_classification.storage.safe_files import file_exists, parse_json, read_json, write_json
-from gpt.config import PRESETS, GPTConfig, get_config
+from gpt.config import IMPLEMENTATIONS, PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
 from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
 from gpt.lora import replace_linear_with_lora
@@ -73,8 +85,34 @@ _METADATA_KEY = "gpt_spam"
 FORMAT_VERSION = 2
 STORED = ("trained", "full")  # what the tensors of a checkpoint are
 TENSOR_DTYPE = torch.float32  # what training produces; anything else was not written by us
-_CONFIG_INTS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
-_SHAPE_FIELDS = (*_CONFIG_INTS, "qkv_bias")  # what a preset fixes
+# What a preset fixes of a model configuration.
+_SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "qkv_bias")
+
+# The rule of each entry of a model configuration. (GPTConfig is the chapter core's,
+# the book's dataclass; its entries are checked where a description is read: here.)
+_CONFIG_RULES = {
+    "vocab_size": whole_number(1),
+    "context_length": whole_number(1),
+    "emb_dim": whole_number(1),
+    "n_heads": whole_number(1),
+    "n_layers": whole_number(1),
+    "drop_rate": number_in(0, 1),
+    "qkv_bias": boolean(),
+    "implementation": one_of(IMPLEMENTATIONS),
+    "causal": boolean(),
+}
+_LABELS = rule(
+    lambda v: (
+        isinstance(v, list)
+        and 2 <= len(v) <= MAX_CLASSES
+        and all(isinstance(label, str) and label for label in v)
+        and len(set(v)) == len(v)
+    ),
+    f"{{name}} {{value}} are not 2 to {MAX_CLASSES} different names",
+)
+_LORA = entries({"rank": whole_number(1), "alpha": number_in(0, math.inf)})
+# A base record leaves out what is None (``BaseWeights.to_dict``).
+_BASE = entries(declared_rules(BaseWeights), required=("kind", "preset", "sha256"))
 
 
 class CheckpointError(UserFacingError):
@@ -83,26 +121,34 @@ class CheckpointError(UserFacingError):
 
 @dataclass(frozen=True)
 class ClassifierInfo:
-    """What a checkpoint says about the classifier it holds."""
+    """What a checkpoint says about the classifier it holds: each field with the rule its
+    value in a description must follow (``rules.py``; ``parse_description`` adds the
+    rules between fields)."""
 
-    config: GPTConfig
-    max_length: int  # messages are cut to this many tokens
-    token_position: str = "flexible"
-    labels: tuple[str, ...] = CLASS_NAMES  # class names in class-id order (id2label)
-    model_preset: str = "gpt2-small"
-    weights: str = "pretrained"  # what fine-tuning started from
-    trainable_layers: str = "last_block"
-    tokenizer: str = "gpt2"
-    pad_token_id: int = END_OF_TEXT_ID
-    average_embeddings: bool = False  # the outputs averaged over the row, not one token read
-    lora: dict[str, float] | None = None  # {"rank", "alpha"} of LoRA adapters, if trained so
+    config: GPTConfig = checked(entries(_CONFIG_RULES))
+    # Messages are cut to this many tokens (and to the context, which it may exceed).
+    max_length: int = checked(whole_number(1, "{name} {value} is not a whole number >= 1"))
+    token_position: str = checked(one_of(TOKEN_POSITIONS), default="flexible")
+    # Class names in class-id order (id2label).
+    labels: tuple[str, ...] = checked(_LABELS, default=CLASS_NAMES)
+    model_preset: str = checked(one_of(PRESETS), default="gpt2-small")
+    weights: str = checked(one_of(BASE_KINDS), default="pretrained")  # what training began from
+    trainable_layers: str = checked(one_of(TRAINABLE_LAYERS), default="last_block")
+    tokenizer: str = checked(text_equal("gpt2"), default="gpt2")
+    pad_token_id: int = checked(whole_number(0), default=END_OF_TEXT_ID)
+    # The outputs averaged over the row, not one token read.
+    average_embeddings: bool = checked(boolean(), default=False)
+    # {"rank", "alpha"} of LoRA adapters, if trained so.
+    lora: dict[str, float] | None = checked(optional(_LORA), default=None)
     # How ``config``'s shape differs from the preset's (e.g. the tiny models of tests and
     # CI); None: worked out from ``config``. Reading checks the two still agree.
-    config_overrides: dict[str, Any] | None = None
+    config_overrides: dict[str, Any] | None = checked(
+        entries(_CONFIG_RULES, required=()), default=None
+    )
     # "trained": only the trained tensors, the rest rebuilt from ``base``; "full": all.
-    stored: str = "full"
-    base: BaseWeights | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the training settings
+    stored: str = checked(one_of(STORED), default="full")
+    base: BaseWeights | None = checked(optional(_BASE), default=None)
+    extra: dict[str, Any] = checked(mapping(), default_factory=dict)  # e.g. training settings
 
     def __post_init__(self) -> None:
         if self.config_overrides is None:
@@ -144,9 +190,7 @@ class ClassifierInfo:
 
 # --- Validating a description -----------------------------------------------------------
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+_DESCRIPTION = declared_rules(ClassifierInfo)
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -154,69 +198,9 @@ def _require(condition: bool, problem: str) -> None:
         raise ValueError(problem)
 
 
-def _one_of(values: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = values[key]
-    _require(value in choices, f"{key} is {quoted(value)}, not one of {', '.join(choices)}")
-    return value
-
-
-def _parse_config(values: Any) -> GPTConfig:
-    _require(isinstance(values, dict), "config is not an object")
-    names = {f.name for f in dataclasses.fields(GPTConfig)}
-    _require(
-        set(values) == names,
-        f"config has entries {quoted(sorted(values))}, expected {sorted(names)}",
-    )
-    for key in _CONFIG_INTS:
-        _require(
-            _is_int(values[key]) and values[key] >= 1, f"config {key} is {quoted(values[key])}"
-        )
-    drop_rate = values["drop_rate"]
-    _require(
-        isinstance(drop_rate, (int, float)) and not isinstance(drop_rate, bool),
-        f"config drop_rate is {quoted(drop_rate)}",
-    )
-    _require(0.0 <= drop_rate < 1.0, f"config drop_rate {drop_rate} is outside [0, 1)")
-    _require(
-        isinstance(values["qkv_bias"], bool), f"config qkv_bias is {quoted(values['qkv_bias'])}"
-    )
-    return GPTConfig.from_dict(values)  # checks emb_dim % n_heads and the implementation
-
-
-def _parse_base(values: Any, info: dict[str, Any]) -> BaseWeights | None:
-    if values is None:
-        return None
-    _require(isinstance(values, dict), "base is not an object")
-    names = {f.name for f in dataclasses.fields(BaseWeights)}
-    _require(
-        set(values) <= names, f"base has unknown entries {quoted(sorted(set(values) - names))}"
-    )
-    _require({"kind", "preset", "sha256"} <= set(values), "base lacks kind, preset or sha256")
-    kind = _one_of(values, "kind", BASE_KINDS)
-    _require(
-        kind == info["weights"], f"base is {quoted(kind)} but weights is {quoted(info['weights'])}"
-    )
-    _require(values["preset"] == info["model_preset"], "base preset differs from model_preset")
-    sha256 = values["sha256"]
-    _require(
-        isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256) is not None,
-        f"base sha256 {quoted(sha256)} is not a SHA-256",
-    )
-    if kind == "random":
-        _require(_is_int(values.get("seed")), f"base seed is {quoted(values.get('seed'))}")
-        _require(
-            values.get("init") in RANDOM_INITS,
-            f"base init is {quoted(values.get('init'))}, not one of {', '.join(RANDOM_INITS)}",
-        )
-    else:
-        _require(
-            isinstance(values.get("file", ""), str), f"base file is {quoted(values.get('file'))}"
-        )
-    return BaseWeights(**values)
-
-
 def parse_description(values: Any) -> ClassifierInfo:
-    """A checkpoint's description, every value checked; ``ValueError`` names the problem."""
+    """A checkpoint's description, each value checked by its field's rule, then the rules
+    between fields; ``ValueError`` names the problem."""
     _require(isinstance(values, dict), "the description is not a JSON object")
     version = values.get("format_version")
     _require(
@@ -224,93 +208,57 @@ def parse_description(values: Any) -> ClassifierInfo:
         f"format version {quoted(version)}, expected {FORMAT_VERSION} (written by another "
         "gpt-spam? retrain with this one)",
     )
-    names = {f.name for f in dataclasses.fields(ClassifierInfo)}
-    keys = set(values) - {"format_version"}
-    _require(not names - keys, f"the description lacks {sorted(names - keys)}")
-    _require(
-        not keys - names, f"the description has unknown entries {quoted(sorted(keys - names))}"
+    values = {key: value for key, value in values.items() if key != "format_version"}
+    check_entries(values, _DESCRIPTION, "the description")
+    info = ClassifierInfo(
+        **{
+            **values,
+            "config": GPTConfig.from_dict(values["config"]),  # checks emb_dim % n_heads
+            "labels": tuple(values["labels"]),
+            "base": BaseWeights(**values["base"]) if values["base"] is not None else None,
+        }
     )
+    _check_between_fields(info)
+    return info
 
-    config = _parse_config(values["config"])
-    max_length = values["max_length"]
-    # (It may exceed the context: messages are cut to both.)
-    _require(
-        _is_int(max_length) and max_length >= 1, f"max_length {quoted(max_length)} is not >= 1"
-    )
-    _one_of(values, "token_position", TOKEN_POSITIONS)
-    labels = values["labels"]
-    _require(
-        isinstance(labels, list)
-        and 2 <= len(labels) <= MAX_CLASSES
-        and all(isinstance(label, str) and label for label in labels)
-        and len(set(labels)) == len(labels),
-        f"labels {quoted(labels)} are not 2 to {MAX_CLASSES} different names",
-    )
-    preset = _one_of(values, "model_preset", tuple(PRESETS))
-    _one_of(values, "weights", BASE_KINDS)
-    _one_of(values, "trainable_layers", TRAINABLE_LAYERS)
-    _require(values["tokenizer"] == "gpt2", f"tokenizer {quoted(values['tokenizer'])} is not gpt2")
-    pad = values["pad_token_id"]
-    _require(
-        _is_int(pad) and 0 <= pad < config.vocab_size,
-        f"pad_token_id {quoted(pad)} is not a token id",
-    )
-    _require(isinstance(values["extra"], dict), "extra is not an object")
 
-    overrides = values["config_overrides"]
-    _require(isinstance(overrides, dict), "config_overrides is not an object")
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(GPTConfig)}
-    _require(not unknown, f"config_overrides has unknown entries {sorted(unknown)}")
+def _check_between_fields(info: ClassifierInfo) -> None:
+    """The rules that no field can follow alone."""
+    config, preset, base = info.config, info.model_preset, info.base
     try:
-        expected = get_config(preset, **overrides)
-    except (UserFacingError, TypeError) as error:
+        expected = get_config(preset, **info.config_overrides)
+    except ValueError as error:
         raise ValueError(f"config_overrides do not apply to {preset} ({error})") from None
     for key in _SHAPE_FIELDS:
         # The tensors' shapes cannot tell 12 heads of 64 from 16 heads of 48: the preset can.
         _require(
             getattr(config, key) == getattr(expected, key),
             f"config {key} is {quoted(getattr(config, key))} but {preset}"
-            + (" with its recorded overrides" if overrides else "")
+            + (" with its recorded overrides" if info.config_overrides else "")
             + f" has {quoted(getattr(expected, key))} (edited?)",
         )
-
-    _require(isinstance(values["average_embeddings"], bool), "average_embeddings is not a bool")
-    lora = values["lora"]
     _require(
-        lora is None
-        or (
-            isinstance(lora, dict)
-            and set(lora) == {"rank", "alpha"}
-            and _is_int(lora["rank"])
-            and lora["rank"] >= 1
-            and isinstance(lora["alpha"], (int, float))
-        ),
-        f"lora {quoted(lora)} is not null or a rank (>= 1) and an alpha",
+        info.pad_token_id < config.vocab_size,
+        f"pad_token_id {info.pad_token_id} is not a token id (of {config.vocab_size:,})",
     )
     _require(
-        (lora is not None) == (values["trainable_layers"] == "lora"),
+        (info.lora is not None) == (info.trainable_layers == "lora"),
         "lora is recorded exactly when trainable_layers is 'lora'",
     )
-    stored = _one_of(values, "stored", STORED)
-    base = _parse_base(values["base"], values)
-    _require(stored == "full" or base is not None, "stored is 'trained' but no base is recorded")
-    return ClassifierInfo(
-        config=config,
-        max_length=max_length,
-        token_position=values["token_position"],
-        labels=tuple(labels),
-        model_preset=preset,
-        weights=values["weights"],
-        trainable_layers=values["trainable_layers"],
-        tokenizer="gpt2",
-        pad_token_id=pad,
-        average_embeddings=values["average_embeddings"],
-        lora=lora,
-        config_overrides=overrides,
-        stored=stored,
-        base=base,
-        extra=values["extra"],
+    _require(
+        info.stored == "full" or base is not None, "stored is 'trained' but no base is recorded"
     )
+    if base is not None:
+        _require(
+            base.kind == info.weights,
+            f"base is {quoted(base.kind)} but weights is {quoted(info.weights)}",
+        )
+        _require(
+            base.preset == preset,
+            f"base preset differs from model_preset ({quoted(base.preset)}, {quoted(preset)})",
+        )
+        for key in ("seed", "init") if base.kind == "random" else ():
+            _require(getattr(base, key) is not None, f"base {key} is None: a random base needs one")
 
 
 # --- Writing ----------------------------------------------------------------------------

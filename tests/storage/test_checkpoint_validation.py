@@ -3,6 +3,7 @@ in one line naming the file and the problem (issue 19: "nothing silently wrong")
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from ch06_classification.storage.checkpoint import (
     CheckpointError,
     ClassifierInfo,
     load_classifier,
+    parse_description,
     read_classifier_info,
     save_checkpoint_folder,
 )
 from ch06_classification.storage.safe_files import FileReadError
-from gpt.config import get_config
+from gpt.config import GPTConfig, get_config
 from tests.run_cli import gpt_spam
 from tests.tiny_classifier import write_tiny_checkpoint
 
@@ -184,6 +186,75 @@ def test_an_edited_description_is_refused_by_name(tmp_path: Path, edit) -> None:
     assert message.startswith(f"{path} has an invalid description: ")
     assert expected in message
     assert "\n" not in message
+
+
+# A value that each declared field refuses, by its name in error messages: "config <entry>"
+# for GPTConfig's entries, "base <entry>" for BaseWeights'.
+REFUSED = {
+    "config": [],
+    "max_length": 0,
+    "token_position": "middle",
+    "labels": ["spam", 1],
+    "model_preset": "gpt2-huge",
+    "weights": "imagined",
+    "trainable_layers": "some",
+    "tokenizer": "cl100k_base",
+    "pad_token_id": -1,
+    "average_embeddings": 1,
+    "lora": {"rank": 0, "alpha": 16},  # the rule of an entry inside it
+    "config_overrides": {"n_heads": "4"},  # each override is checked as config's entry is
+    "stored": "half",
+    "base": "random",
+    "extra": [],
+    "config vocab_size": 0,
+    "config context_length": 1.5,
+    "config emb_dim": -32,
+    "config n_heads": None,
+    "config n_layers": True,
+    "config drop_rate": 1.0,
+    "config qkv_bias": "true",
+    "config implementation": "fast",
+    "config causal": 0,
+    "base kind": "learned",
+    "base preset": "gpt2-huge",
+    "base sha256": "0" * 63,
+    "base seed": "123",
+    "base init": "xavier",
+    "base file": 3,
+}
+
+
+def declared_fields() -> list[str]:
+    """Every field a description holds, by its name in error messages."""
+    return [
+        *(f.name for f in dataclasses.fields(ClassifierInfo)),
+        *(f"config {f.name}" for f in dataclasses.fields(GPTConfig)),
+        *(f"base {f.name}" for f in dataclasses.fields(BaseWeights)),
+    ]
+
+
+def test_every_field_of_a_description_has_a_value_it_refuses() -> None:
+    """A new field comes with a rule (``checked``), and here with a value it refuses."""
+    assert sorted(REFUSED) == sorted(declared_fields())
+
+
+@pytest.mark.parametrize("name", declared_fields())
+def test_each_declared_field_refuses_a_bad_value_by_name(name: str) -> None:
+    info = ClassifierInfo(
+        config=get_config("gpt2-small", emb_dim=32, n_heads=4, n_layers=2),
+        max_length=16,
+        weights="random",
+        stored="trained",
+        base=BaseWeights("random", "gpt2-small", "0" * 64, seed=123, init="gpt2", file="x"),
+    )
+    description = json.loads(info.to_json())
+    assert parse_description(description) == info  # so that the edit alone is refused
+    *inside, key = name.split(" ")
+    (description[inside[0]] if inside else description)[key] = REFUSED[name]
+
+    with pytest.raises(ValueError) as error:
+        parse_description(description)
+    assert str(error.value).startswith(f"{name} ")
 
 
 @pytest.mark.parametrize(
