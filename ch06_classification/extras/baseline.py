@@ -71,6 +71,7 @@ def run_baseline(
 ) -> BaselineResult:
     """Fit a baseline on ``train.csv`` and measure it on every set, as ``evaluate`` does
     (``threshold``: two classes only, default 0.5)."""
+    # Imported when a baseline runs: the command line imports this module for its names.
     from ch06_classification.evaluating.evaluation import evaluate_predictor
     from ch06_classification.sources.split_files import read_split
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ch06_classification.finetuning.settings import settings_from_arguments
+from ch06_classification.storage.datafiles import atomic_output
 from ch06_classification.storage.safe_files import read_json, write_json
 
 if TYPE_CHECKING:
@@ -164,6 +166,7 @@ def run_experiments(
     table.md, table.csv and table.json. ``token_position`` is the token every row but 2
     and 16 reads.
     """
+    # Imported when rows run: `experiments --list` and --help need no pandas.
     from ch06_classification.sources.split_files import split_fingerprint
 
     out_dir = Path(out_dir)
@@ -225,8 +228,6 @@ def row_settings(
 ) -> TrainingSettings:
     """A training row's settings: its command read by the declarations `gpt-spam train`'s
     options are built from, so what runs is exactly the row's command."""
-    from ch06_classification.finetuning.settings import settings_from_arguments
-
     argv = [*row.command(weights, token_position, precision)[1:], "--data-dir", str(data_dir)]
     argv += ["--device", device]
     argv += ["--weights-dir", weights_dir] if weights_dir else []
@@ -262,6 +263,7 @@ def _run_training(
     out_dir: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
+    # Imported when a row trains: --list and --help need none of the training code.
     from ch06_classification.finetuning import finetune
     from ch06_classification.storage.runs import save_training_run
 
@@ -284,6 +286,7 @@ def _run_training(
 def _run_baseline(
     row: Experiment, command: str, data_dir: str | Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
+    # Imported when a baseline row runs (scikit-learn's evaluation with it).
     from ch06_classification.extras.baseline import run_baseline
 
     result = run_baseline(row.baseline or "", data_dir, log=lambda line: log(f"    {line}"))
@@ -367,8 +370,6 @@ def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:
 
 def write_tables(summaries: Sequence[Mapping[str, Any]], out_dir: Path) -> None:
     """table.md, table.csv and table.json in ``out_dir``, each written atomically."""
-    from ch06_classification.storage.datafiles import atomic_output
-
     with atomic_output(out_dir / f"{TABLE_NAME}.md") as temporary:
         temporary.write_text(markdown_table(summaries) + "\n")
     buffer = io.StringIO()

@@ -27,8 +27,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, ClassifierInfo
+from ch06_classification.storage.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    ClassifierInfo,
+    save_checkpoint_folder,
+)
 from ch06_classification.storage.datafiles import atomic_output, id2label
+from ch06_classification.storage.safe_files import write_json
 from gpt.errors import UserFacingError
 from gpt.loading import openai_state_dict
 from gpt.model import GPTModel
@@ -102,8 +108,6 @@ def export_hf(model: GPTModel, info: ClassifierInfo, out_dir: str | Path) -> Pat
     """Write ``out_dir/model.safetensors`` and ``config.json`` for
     ``GPT2ForSequenceClassification.from_pretrained(out_dir)``; refuses what it cannot
     export faithfully."""
-    from ch06_classification.storage.safe_files import write_json
-
     if info.token_position != FAITHFUL_TOKEN_POSITION:
         raise ExportError(
             f"this model classifies the {info.token_position!r} token, but transformers' "
@@ -139,6 +143,4 @@ def hf_tokenizer_config(info: ClassifierInfo) -> dict:
 
 def export_full(model: GPTModel, info: ClassifierInfo, out_dir: str | Path) -> Path:
     """A self-contained checkpoint folder: every tensor, no base weights needed."""
-    from ch06_classification.storage.checkpoint import save_checkpoint_folder
-
     return save_checkpoint_folder(model, dataclasses.replace(info, stored="full"), out_dir)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import requests
 
 from ch06_classification.sources.sms import describe_request_error, fetch
 from ch06_classification.storage.datafiles import (
@@ -213,8 +214,6 @@ def _install(archive: Path, target: Path, origin: str | Path) -> None:
 
 
 def _install_from_urls(urls: Sequence[str], target: Path) -> None:
-    import requests
-
     failures = []
     with scratch_folder(target.parent) as scratch:
         archive = Path(scratch) / "aclImdb_v1.tar.gz"

@@ -8,6 +8,7 @@ and ``--precision``.
 
 from __future__ import annotations
 
+import ctypes
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -128,8 +129,6 @@ def reuse_freed_memory() -> bool:
     Returns whether the setting took (False off glibc: macOS, Windows, musl).
     """
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):

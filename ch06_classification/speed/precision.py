@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ch06_classification.speed.devices import DTYPES, native_bf16
+from ch06_classification.storage.safe_files import FileReadError, read_json, write_json
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -170,8 +171,6 @@ def choose_precision(
 
 def remembered_agreement(run_dir: Path, device_type: str) -> Agreement | None:
     """The comparison ``remember_agreement`` recorded for this kind of device, if any."""
-    from ch06_classification.storage.safe_files import FileReadError, read_json
-
     try:
         values = read_json(Path(run_dir) / CHECK_FILE)[device_type]
         return Agreement(
@@ -184,8 +183,6 @@ def remembered_agreement(run_dir: Path, device_type: str) -> Agreement | None:
 def remember_agreement(run_dir: Path, device_type: str, agreement: Agreement) -> None:
     """Record the comparison in the run folder (best effort: a read-only run folder only
     means checking again next time)."""
-    from ch06_classification.storage.safe_files import FileReadError, read_json, write_json
-
     path = Path(run_dir) / CHECK_FILE
     try:
         values = read_json(path)
@@ -200,6 +197,7 @@ def remember_agreement(run_dir: Path, device_type: str, agreement: Agreement) ->
 def run_validation_texts(run_dir: Path, data_dirs: list[Path]) -> list[str] | None:
     """The validation messages of the split ``run_dir`` was trained on: from the first of
     ``data_dirs`` whose training split is the run's (by the fingerprints it recorded)."""
+    # Imported to read a run's validation split: no pandas for a quick classify.
     from ch06_classification.sources.split_files import read_split, text_fingerprints
     from ch06_classification.storage.datafiles import SPLIT_FILES
     from ch06_classification.storage.runs import read_training_texts

@@ -34,6 +34,7 @@ from ch06_classification.storage.rules import checked, matches, one_of, text, wh
 from ch06_classification.storage.safe_files import atomic_output
 from gpt.config import PRESETS
 from gpt.errors import UserFacingError
+from gpt.hub import WEIGHTS_DIR_ENV, find_weights
 from gpt.model import INITS, GPTModel
 
 BASE_KINDS = ("pretrained", "random")
@@ -108,8 +109,6 @@ def locate_pretrained(base: BaseWeights, weights_dir: str | Path | None = None) 
     A folder given here or in ``GPT2_WEIGHTS_DIR`` comes first; else the file training
     used, if it is still there; else the Hugging Face cache (downloading if need be).
     """
-    from gpt.hub import WEIGHTS_DIR_ENV, find_weights
-
     weights_dir = weights_dir or os.environ.get(WEIGHTS_DIR_ENV) or None
     if weights_dir is None and base.file and Path(base.file).is_file():
         return Path(base.file)

@@ -73,7 +73,13 @@ from ch06_classification.storage.rules import (
 from ch06_classification.storage.safe_files import file_exists, parse_json, read_json, write_json
 from gpt.config import IMPLEMENTATIONS, PRESETS, GPTConfig, get_config
 from gpt.errors import UserFacingError
-from gpt.loading import gpt_skeleton, skip_init, uninitialized_gpt
+from gpt.loading import (
+    gpt_skeleton,
+    load_weights_file,
+    map_weights_file,
+    skip_init,
+    uninitialized_gpt,
+)
 from gpt.lora import replace_linear_with_lora
 from gpt.model import GPTModel
 from gpt.tokenizer import END_OF_TEXT_ID
@@ -478,8 +484,6 @@ def _base_tensors(
     """The base's tensors for a lean checkpoint without adapters, by ``skeleton``'s names:
     views into OpenAI's file, or the random base (kept from an earlier load, else drawn
     from its seed, checked, and kept)."""
-    from gpt.loading import map_weights_file
-
     if weights_file is not None:
         return map_weights_file(skeleton, weights_file)
     kept = kept_random_base(info.base, info.config.to_dict(), verify)
@@ -494,8 +498,6 @@ def _base_tensors(
 
 def _rebuild_base(info: ClassifierInfo, weights_file: Path | None) -> GPTModel:
     """The model fine-tuning started from, with a fresh head (replaced by the stored one)."""
-    from gpt.loading import load_weights_file
-
     if weights_file is not None:
         model = uninitialized_gpt(info.config)
         load_weights_file(model, weights_file)

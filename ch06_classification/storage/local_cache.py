@@ -28,6 +28,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ch06_classification.storage.safe_files import FileReadError, read_json, write_json
+
 CACHE_DIR_ENV = "GPT_SPAM_CACHE_DIR"
 _DIGESTS = "digests.json"
 
@@ -46,8 +48,6 @@ def _stat_key(path: Path) -> dict[str, int]:
 
 
 def _read_digests() -> dict[str, dict]:
-    from ch06_classification.storage.safe_files import FileReadError, read_json
-
     try:
         values = read_json(cache_dir() / _DIGESTS)
     except FileReadError:  # none yet, or damaged: nothing is remembered (until rewritten)
@@ -76,8 +76,6 @@ def remember_digest(
     path: str | Path, kind: str, digest: str, stat_key: dict[str, int] | None = None
 ) -> None:
     """Record ``digest`` for ``path`` as it is now (best effort: a read-only cache is fine)."""
-    from ch06_classification.storage.safe_files import write_json
-
     path = Path(path).resolve()
     digests = _read_digests()
     digests[f"{kind}:{path}"] = {**(stat_key or _stat_key(path)), "digest": digest}

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from ch06_classification.classifier import add_classification_head
+from ch06_classification.finetuning.model import trained_parameter_names
 from ch06_classification.storage.checkpoint import (
     CHECKPOINT_NAME,
     ClassifierInfo,
@@ -37,6 +39,7 @@ from ch06_classification.storage.safe_files import (
 from ch06_classification.training import TrainingHistory
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
+from gpt.loading import skip_init
 from gpt.model import GPTModel
 
 DEFAULT_RUNS_DIR = Path("runs")
@@ -123,11 +126,6 @@ def tidy_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> None:
 def checkpoint_bytes(cfg: GPTConfig, trained_only: str | None = None) -> int:
     """About how large a classifier's checkpoint will be: every tensor, or with
     ``trained_only`` (a ``TRAINABLE_LAYERS`` choice) those a lean checkpoint stores."""
-    from ch06_classification.classifier import add_classification_head
-    from ch06_classification.finetuning.model import trained_parameter_names
-    from gpt.loading import skip_init
-    from gpt.model import GPTModel
-
     with torch.device("meta"), skip_init():  # shapes only: nothing allocated or drawn
         model = add_classification_head(GPTModel(cfg))
     tensors = model.state_dict()
@@ -192,6 +190,7 @@ def find_run(path: str | Path | None, runs_dir: str | Path = DEFAULT_RUNS_DIR) -
 
 def write_training_texts(run_dir: Path, texts: list[str], extra: dict[str, Any]) -> Path:
     """Record what the run was trained on: the SHA-256 of each distinct training text."""
+    # Imported when a run is saved: no pandas for classify's cold start.
     from ch06_classification.sources.split_files import text_fingerprints
 
     return write_json(
@@ -240,6 +239,7 @@ def save_training_run(
 
 
 def _write_run_files(result: TrainingResult, run_dir: Path, save_checkpoint: bool = True) -> None:
+    # Imported when a run is saved: matplotlib is no import for classify's cold start.
     from ch06_classification.plots import plot_values
 
     if save_checkpoint:
