@@ -267,6 +267,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     from ch06_classification.classifier import TOKEN_POSITIONS
     from ch06_classification.finetuning.model import TRAINABLE_LAYERS
     from ch06_classification.finetuning.settings import TrainingSettings
+    from ch06_classification.storage.local_cache import (
+        CACHE_DIR_ENV,
+        DEFAULT_LIMIT_GIB,
+        LIMIT_ENV,
+    )
 
     defaults = TrainingSettings()
     parser.add_argument(
@@ -402,6 +407,17 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
             "cache the frozen blocks and compute only the classified token (on), train the "
             "book's way, every message padded to the same length and every block run on "
             "every step (off), or use the fast path where it is exact (auto, the default)"
+        ),
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help=(
+            "compute the frozen blocks' output again and keep nothing. By default the fast "
+            f"path keeps it in ~/.cache/gpt-spam (${CACHE_DIR_ENV}), and a later run with the "
+            "same base weights, model, data and settings loads it instead of computing it; "
+            f"the kept outputs take at most {DEFAULT_LIMIT_GIB} GiB (${LIMIT_ENV}), the least "
+            "recently used dropped first (gpt-spam cache --list shows them)"
         ),
     )
 

@@ -44,6 +44,8 @@ class TrainingSettings:
     # float32 (fine_tune records the one it chose).
     precision: str = "auto"
     fast_path: str = "auto"  # "on", "off" (the book's way), or "auto" (fast where exact)
+    # Compute the frozen blocks' output again, and keep nothing (storage/prefix_cache.py).
+    no_cache: bool = False
     data_dir: str = "data"
     # Store every tensor instead of only the trained ones plus a record of the base weights.
     full_checkpoint: bool = False

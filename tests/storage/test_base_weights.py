@@ -104,7 +104,7 @@ def test_a_random_base_the_seed_no_longer_gives_is_refused(lean_run, tmp_path):
     edited = tmp_path / "edited"
     shutil.copytree(run_dir, edited)
     path = edited / "model.safetensors"
-    from tests.test_checkpoint_validation import edit_description
+    from tests.storage.test_checkpoint_validation import edit_description
 
     edit_description(path, lambda d: d["base"].update(seed=124))
     (edited / "config.json").unlink()

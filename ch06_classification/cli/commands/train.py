@@ -87,6 +87,7 @@ def settings_from_args(args: argparse.Namespace):
         device=args.device,
         precision=args.precision,
         fast_path=args.fast_path,
+        no_cache=args.no_cache,
         data_dir=str(args.data_dir),
         full_checkpoint=args.full_checkpoint,
     )
