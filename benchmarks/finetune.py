@@ -134,11 +134,12 @@ def train(
     data_dir: str, weights_dir: Path, scratch: Path, name: str, *options: str
 ) -> dict[str, Any]:
     """``gpt-spam train --weights-dir WEIGHTS_DIR OPTIONS`` in a fresh process: wall time,
-    peak memory, and the run's metrics.json."""
+    peak memory, and the run's metrics.json. With ``--no-cache``: every run computes the
+    frozen blocks' output, as a first run does, whatever an earlier benchmark kept."""
     run_dir = scratch / name
     command = gpt_spam(
         "train", "--weights", "pretrained", "--weights-dir", str(weights_dir), "--device",
-        "cpu", "--data-dir", data_dir, "--run-dir", str(run_dir), *options,
+        "cpu", "--data-dir", data_dir, "--run-dir", str(run_dir), "--no-cache", *options,
     )  # fmt: skip
     timed = run_timed(command, log=scratch / f"{name}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from ch06_classification.cli.commands import (
     baseline,
+    cache,
     classify,
     download,
     evaluate,
@@ -28,7 +29,7 @@ from ch06_classification.cli.running import run_command
 
 # In the order a learner runs them. Each step imports what it needs when it runs, so that
 # `gpt-spam --help` loads neither PyTorch nor pandas.
-STEPS = [download, split, train, evaluate, classify, export, pipeline, experiments, baseline]
+STEPS = [download, split, train, evaluate, classify, export, pipeline, experiments, baseline, cache]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,8 @@ from ch06_classification.storage.base_weights import (
     describe_random,
 )
 from ch06_classification.storage.checkpoint import ClassifierInfo
+from ch06_classification.storage.local_cache import cache_limit_bytes
+from ch06_classification.storage.prefix_cache import PrefixCache
 from ch06_classification.storage.printable import listed
 from ch06_classification.storage.runs import TrainingResult
 from gpt.errors import UserFacingError
@@ -168,6 +170,9 @@ def fine_tune(
     or infinite, a ``TrainingDivergedError``.
     """
     settings.check()
+    # How much the kept outputs of the frozen blocks may take ($GPT_SPAM_CACHE_GIB, read
+    # now so that a mistyped value stops the run before the work): None, --no-cache.
+    cache_limit = None if settings.no_cache else cache_limit_bytes()
     world = current_world()  # this process alone, unless torchrun started several
     if not world.is_main:
         log, progress = (lambda line: None), False
@@ -267,6 +272,7 @@ def fine_tune(
     model.to(device)
     recipe_start = time.perf_counter()
     prefix_seconds = 0.0
+    kept = PrefixCache(world.encode_prefix, base, cache_limit, world, log)
     trainee: torch.nn.Module
     if at_classified_token:
         trainee = ClassifiedTokenClassifier(model, token_position)
@@ -283,10 +289,12 @@ def fine_tune(
             token_position,
             settings.average_embeddings,
             progress=progress,
-            encode=world.encode_prefix,  # the work shared by the processes, if several
+            # Loaded if an earlier run kept it; else computed (the work shared by the
+            # processes, if several) and kept for the next run.
+            encode=kept,
         )
         prefix_seconds = time.perf_counter() - start
-        log(f"Cached the frozen blocks' output for every message in {prefix_seconds:.1f} s")
+        log(kept.describe(prefix_seconds))
 
     optimizer = make_optimizer(trainee, settings.lr, settings.weight_decay, device)
     # Dropout, if any, draws from the global generator (each process its own masks).
@@ -305,7 +313,8 @@ def fine_tune(
     log(
         f"Training completed in {trained / 60:.2f} minutes ({trained:.1f} s"
         + (
-            f", of which {prefix_seconds:.1f} s caching the frozen blocks)"
+            f", of which {prefix_seconds:.1f} s "
+            f"{'loading' if kept.loaded else 'computing'} the frozen blocks' output)"
             if path == "fast"
             else ")"
         )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ch06_classification.classifier import TOKEN_POSITIONS
+from ch06_classification.storage.local_cache import CACHE_DIR_ENV, DEFAULT_LIMIT_GIB, LIMIT_ENV
 from gpt.errors import UserFacingError
 
 # What is fine-tuned (the book's bonus experiments); everything else stays frozen.
@@ -145,6 +146,14 @@ class TrainingSettings:
         "book's way, every message padded to the same length and every block run on every "
         "step (off), or use the fast path where it is exact (auto)",
         choices=FAST_PATHS,
+    )
+    no_cache: bool = knob(
+        False,
+        "compute the frozen blocks' output again and keep nothing. By default the fast path "
+        f"keeps it in ~/.cache/gpt-spam (${CACHE_DIR_ENV}), and a later run with the same "
+        "base weights, model, data and settings loads it instead of computing it; the kept "
+        f"outputs take at most {DEFAULT_LIMIT_GIB} GiB (${LIMIT_ENV}), the least recently "
+        "used dropped first (gpt-spam cache --list shows them)",
     )
     data_dir: str = "data"
     # Store every tensor instead of only the trained ones plus a record of the base weights.

@@ -160,6 +160,15 @@ class World:
         dist.all_gather_object(values, value)
         return values
 
+    def from_main(self, values: Tensor) -> Tensor:
+        """The main process's ``values``, in every process (on its device). The others pass
+        a tensor of the same shape and dtype, which receives them."""
+        if not self.distributed:
+            return values
+        values = values.to(self.device)
+        dist.broadcast(values, src=0)
+        return values
+
     @contextmanager
     def on_main(self, manager: AbstractContextManager[T]) -> Iterator[T | None]:
         """Enter ``manager`` (claiming the run folder, say) in the main process only; the

@@ -15,23 +15,31 @@ random numbers again and hashing them. Two things are remembered instead:
   remembered as above. Later loads map the
   file into memory: nothing is drawn, hashed or copied.
 
+Training keeps the frozen blocks' output there too (``prefix_cache.py``), within a limit
+(:func:`cache_limit_bytes`).
+
 Everything lives in one folder: ``$GPT_SPAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/gpt-spam``,
-else ``~/.cache/gpt-spam``. It may be deleted at any time; a folder that cannot be written
-only means that nothing is remembered.
+else ``~/.cache/gpt-spam``. It may be deleted at any time (``gpt-spam cache --clear``); a
+folder that cannot be written only means that nothing is remembered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from ch06_classification.storage.safe_files import FileReadError, read_json, write_json
+from gpt.errors import UserFacingError
 
 CACHE_DIR_ENV = "GPT_SPAM_CACHE_DIR"
+LIMIT_ENV = "GPT_SPAM_CACHE_GIB"  # how much the frozen blocks' kept outputs may take
+DEFAULT_LIMIT_GIB = 4
 _DIGESTS = "digests.json"
+_RANDOM_BASES = "random-bases"
 
 
 def cache_dir() -> Path:
@@ -40,6 +48,24 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_DIR_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "gpt-spam"
+
+
+def cache_limit_bytes() -> int:
+    """How many bytes the frozen blocks' kept outputs may take: ``$GPT_SPAM_CACHE_GIB``
+    GiB, else 4 GiB (0: keep nothing)."""
+    value = os.environ.get(LIMIT_ENV, "").strip()
+    if not value:
+        return DEFAULT_LIMIT_GIB * 1024**3
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = math.nan
+    if not (math.isfinite(gib) and gib >= 0):
+        raise UserFacingError(
+            f"{LIMIT_ENV} is {value!r}: expected how many GiB the frozen blocks' kept outputs "
+            "may take, a number of at least 0 (0 turns the cache off), e.g. 4"
+        )
+    return int(gib * 1024**3)
 
 
 def _stat_key(path: Path) -> dict[str, int]:
@@ -113,4 +139,14 @@ def random_base_file(record: dict) -> Path:
     """Where the random base described by ``record`` (its seed, initialisation, model shape
     and tensors' SHA-256) is kept: one file per distinct record."""
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-    return cache_dir() / "random-bases" / f"{key}.safetensors"
+    return cache_dir() / _RANDOM_BASES / f"{key}.safetensors"
+
+
+def remembered_files() -> list[Path]:
+    """What loading remembers, as files: the record of digests and the kept random bases."""
+    bases = cache_dir() / _RANDOM_BASES
+    files = [
+        cache_dir() / _DIGESTS,
+        *(sorted(bases.glob("*.safetensors")) if bases.is_dir() else []),
+    ]
+    return [path for path in files if path.is_file()]

@@ -28,6 +28,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -96,8 +97,9 @@ def replace_together(folder: str | Path, replace_all: bool = False) -> Iterator[
 
 
 @contextmanager
-def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold ``folder`` for writing: a second command that tries gets a one-line error.
+def folder_lock(folder: str | Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold ``folder`` for writing: a second command that tries gets a one-line error
+    (after waiting up to ``wait`` seconds for the first to finish).
 
     The lock is an advisory ``flock`` on ``folder/.gpt-spam.lock``, which the operating
     system releases when the process ends however it ends, so a killed command never
@@ -112,7 +114,7 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    handle = _acquire(Path(folder))
+    handle = _acquire(Path(folder), wait)
     _held[key] = 1
     try:
         tidy(folder)
@@ -242,13 +244,17 @@ def _finish_commit(commit: Path) -> None:
     commit.rmdir()
 
 
-def _acquire(folder: Path) -> int:
+def _acquire(folder: Path, wait: float = 0.0) -> int:
     path = folder / LOCK_NAME
+    deadline = time.monotonic() + wait
     while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(handle):
             holder = os.read(handle, 100).decode(errors="replace").strip()
             os.close(handle)
+            if time.monotonic() < deadline:
+                time.sleep(0.1)
+                continue
             raise FolderBusyError(
                 f"{folder} is being written by another gpt-spam command"
                 f"{f' (process {holder})' if holder else ''}: wait for it to finish, "

@@ -10,10 +10,13 @@ import pandas as pd
 
 from ch06_classification.cli.commands.pipeline import SAMPLE_MESSAGES, step_arguments
 from ch06_classification.cli.main import build_parser, main
+from ch06_classification.storage.local_cache import CACHE_DIR_ENV
 
 
 def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, tiny_models):
     monkeypatch.chdir(tmp_path)
+    # A cache of its own: the frozen blocks' output is computed here, not loaded.
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     source = shared_data / "sms_spam_collection.zip"
     args = ["--sms-source", str(source), "--weights", "random", "--epochs", "1"]
     assert main(["pipeline", *args]) == 0
@@ -22,7 +25,8 @@ def test_pipeline_runs_every_step(shared_data, tmp_path, monkeypatch, capsys, ti
     out = captured.out
     # What training says is true: the caching is part of the time, per-epoch accuracies
     # come from a few batches and say so, the final ones count every example.
-    assert re.search(r"Training completed in .*, of which \d+\.\d s caching the frozen", out)
+    assert re.search(r"Training completed in .*, of which \d+\.\d s computing the frozen", out)
+    assert "Frozen blocks' output for every message: computed and kept in " in out
     assert "(first 5 batches of each, as in the book)" in out
     assert re.search(r"Accuracy on every example: train .*% of 1,045 \| validation .*% of 149", out)
     # Progress bars on stderr for the long silent parts: caching, and evaluation.

@@ -120,6 +120,10 @@ def test_three_rows_run_resume_and_tabulate(data_dir, tmp_path, monkeypatch):
     trained.clear()
     assert run_experiments(rows, out_dir, **options) == summaries
     assert trained == []
+    # Nor without the cache of the frozen blocks' output: it changes no result.
+    no_cache = {**options, "overrides": {**options["overrides"], "no_cache": True}}
+    assert run_experiments(rows, out_dir, **no_cache) == summaries
+    assert trained == []
 
 
 def test_a_row_with_the_same_settings_reuses_the_result(data_dir, tmp_path):

@@ -29,6 +29,7 @@ from ch06_classification.speed.distributed import (
     device_for_process,
     share_bounds,
 )
+from ch06_classification.storage.local_cache import CACHE_DIR_ENV
 from gpt.errors import UserFacingError
 from tests.run_cli import ROOT
 from tests.synthetic_splits import write_synthetic_splits
@@ -212,8 +213,11 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_models,
         *command(tmp_path / "two", "fast"),
         "+",
         *command(tmp_path / "two", "all"),
+        "+",  # the fast recipe again: rank 0 loads what the first kept, rank 1 receives it
+        *command(tmp_path / "again", "fast"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={CACHE_DIR_ENV: str(tmp_path / "cache")},  # of their own: computed, then loaded
     )
     with stopped_at_the_end(two):
         for recipe in RECIPES:  # the one-process runs, here, while the two processes work
@@ -222,7 +226,10 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_models,
     assert two.returncode == 0, err[-3000:]
 
     # Only rank 0 prints: each run's lines once.
-    assert out.count("Accuracy on every example") == 2, out
+    assert out.count("Accuracy on every example") == 3, out
+    frozen = [line for line in out.splitlines() if line.startswith("Frozen blocks' output")]
+    assert [": computed and kept in " in line for line in frozen] == [True, False]
+    assert ": loaded in " in frozen[1] and "computed by an earlier run on " in frozen[1]
     assert "each computing 4 of the 8 messages of every batch" in out
     assert "each computing 3 or 4 of the 7 messages of every batch" in out
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["all", "fast"]
@@ -245,6 +252,14 @@ def test_two_processes_train_the_model_one_process_trains(tmp_path, tiny_models,
             assert histories[1][key] == histories[0][key], key
         for key in ("train_losses", "val_losses"):
             assert histories[1][key] == pytest.approx(histories[0][key], abs=1e-5), key
+    # The same two processes from the kept output: the same computation, equal exactly.
+    again, first = tmp_path / "again" / "fast", tmp_path / "two" / "fast"
+    for name, tensor in load_file(first / "model.safetensors").items():
+        assert torch.equal(load_file(again / "model.safetensors")[name], tensor), name
+    histories = [json.loads((d / "history.json").read_text()) for d in (first, again)]
+    assert {k: v for k, v in histories[1].items() if k != "seconds"} == {
+        k: v for k, v in histories[0].items() if k != "seconds"
+    }
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs POSIX signals")
