@@ -8,6 +8,7 @@ Each ``add_*`` function declares a group of options on a parser; a step's parser
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -285,6 +286,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
+@functools.cache  # one per knob: steps that share an option share its type
 def knob_type(declared: Any) -> Callable[[str], Any]:
     """An argparse type that reads a ``TrainingSettings`` knob's number and checks its range."""
     from ch06_classification.finetuning.settings import parse_knob
