@@ -22,7 +22,7 @@ from gpt.errors import UserFacingError
 # What is fine-tuned (the book's bonus experiments); everything else stays frozen.
 # "lora" trains low-rank adapters beside every linear layer instead (appendix E).
 TRAINABLE_LAYERS = ("last_layer", "last_block", "last_two_blocks", "all", "lora")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")  # the order every step lists them in
 FAST_PATHS = ("auto", "on", "off")
 
 # The ranges a knob's number may take: (type, what it must be, the check).
