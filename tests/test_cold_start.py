@@ -29,8 +29,20 @@ from tests.synthetic_splits import write_synthetic_splits
 from tests.tiny_classifier import MESSAGES
 
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 32}
-# What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling.
-HEAVY = ("pandas", "matplotlib", "sklearn", "scipy", "requests", "huggingface_hub", "torch._dynamo")
+# What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling,
+# the web framework of `serve`.
+HEAVY = (
+    "pandas",
+    "matplotlib",
+    "sklearn",
+    "scipy",
+    "requests",
+    "huggingface_hub",
+    "torch._dynamo",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+)
 
 
 @pytest.fixture(scope="module")
