@@ -8,10 +8,12 @@ requests that arrive together are classified together, and with ``--max-batch 1`
 request at a time. For each number of clients, that many clients send one-message
 requests (SMS-like messages), each waiting for its answer before sending the next, until
 ``--requests`` are answered (at least 4 per client); the figures are requests per
-second, the median (p50) and 99th-percentile (p99) latency, the 503s (none expected: the
-queue holds 64 requests), and at the end each server's peak memory (its resident set's
-high-water mark, from /proc). The clients run in this process, on the same CPUs as the
-server: on a small machine they take a share of it.
+second, the median (p50) and 99th-percentile (p99) latency, how many forward passes the
+model made for them (a figure no other load on the machine changes), the 503s (none
+expected: the queue holds 64 requests) and failures, the machine's load average (other
+work slows every figure but the passes), and at the end each server's peak memory (its
+resident set's high-water mark, from /proc). The clients run in this process, on the
+same CPUs as the server: on a small machine they take a share of it.
 
 Without ``--run-dir``, a gpt2-small classifier with random weights is written (a lean
 run, its base rebuilt from its seed when loaded): it classifies as fast as a trained one.
@@ -116,35 +118,43 @@ async def measure(url: str, clients: int, requests: int) -> dict[str, float]:
     import httpx
 
     latencies: list[float] = []
-    busy = 0
-    sent = 0
+    busy = failed = sent = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
 
         async def one_client(number: int) -> None:
-            nonlocal busy, sent
+            nonlocal busy, failed, sent
             while sent < requests:
                 sent += 1
                 text = MESSAGES[(number + sent) % len(MESSAGES)]
                 start = time.perf_counter()
-                response = await client.post("classify", json={"texts": [text]})
+                try:
+                    response = await client.post("classify", json={"texts": [text]})
+                except httpx.HTTPError:  # counted, and the server's log shown at the end
+                    failed += 1
+                    continue
                 if response.status_code == 503:
                     busy += 1
-                    continue
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - start)
+                elif response.status_code != 200:
+                    failed += 1
+                else:
+                    latencies.append(time.perf_counter() - start)
 
         for _ in range(2):  # warm up: the first batches allocate what the later ones reuse
             await client.post("classify", json={"texts": MESSAGES[:1]})
+        batches = (await client.get("health")).json()["batches"]
         start = time.perf_counter()
         await asyncio.gather(*(one_client(n) for n in range(clients)))
         seconds = time.perf_counter() - start
+        batches = (await client.get("health")).json()["batches"] - batches
     latencies.sort()
     return {
         "rps": len(latencies) / seconds,
         "p50": statistics.median(latencies),
         "p99": latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))],
         "busy": busy,
+        "failed": failed,
+        "batches": batches,  # forward passes: the model's calls, whatever the machine
     }
 
 
@@ -160,7 +170,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run_dir = args.run_dir or random_run(Path(scratch) / "run")
         say(f"gpt-spam serve on {run_dir}; load average {load_average()}, {os.cpu_count()} CPUs")
-        say(f"{'clients':>7}  {'mode':<20} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'503s':>5}")
+        say(
+            f"{'clients':>7}  {'mode':<14} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'passes':>6} {'503s':>5} {'failed':>6} {'load':>5}"
+        )
         for mode, extra in (("batched", []), ("one at a time", ["--max-batch", "1"])):
             server = Server("--run-dir", str(run_dir), "--device", args.device, *extra)
             try:
@@ -168,10 +181,13 @@ def main(argv: list[str] | None = None) -> None:
                     requests = max(args.requests, 4 * clients)
                     figures = asyncio.run(measure(server.url, clients, requests))
                     say(
-                        f"{clients:>7}  {mode:<20} {figures['rps']:>7.1f} "
+                        f"{clients:>7}  {mode:<14} {figures['rps']:>7.1f} "
                         f"{1000 * figures['p50']:>8.1f} {1000 * figures['p99']:>8.1f} "
-                        f"{figures['busy']:>5}"
+                        f"{figures['batches']:>6} {figures['busy']:>5} {figures['failed']:>6} "
+                        f"{load_average():>5}"
                     )
+                    if figures["failed"]:
+                        say("".join(server.lines[-20:]))
                 peak = server.peak_memory()
             finally:
                 server.stop()

@@ -12,7 +12,8 @@
 =================  ==================================================================
 
 Bounded by default (``Limits``): a body over ``max_body_bytes``, more than ``max_texts``
-texts or a text over ``max_chars`` characters is refused with 413; a full queue with 503
+texts (``max_explained`` to explain) or a text over ``max_chars`` characters is refused
+with 413; a full queue with 503
 and ``Retry-After`` (``batcher.py``). Every refusal is a JSON body with one message,
 ``{"detail": "..."}``, never a traceback, and the server goes on serving.
 
@@ -169,7 +170,7 @@ def create_app(
     )
     async def classify(request: ClassifyRequest) -> JSONResponse:
         texts = [readable(text) for text in request.texts]
-        encoded = encode_texts(classifier, texts, limits)
+        encoded = encode_texts(classifier, texts, request.explain, limits)
         decided_at = request_threshold(classifier.labels, threshold, request.threshold)
         try:
             rows = await batcher.submit([(ids, request.explain) for ids in encoded])
@@ -211,13 +212,21 @@ def readable(text: str) -> str:
         return "".join("\ufffd" if "\ud800" <= char <= "\udfff" else char for char in text)
 
 
-def encode_texts(classifier: SpamClassifier, texts: list[str], limits: Limits) -> list[list[int]]:
-    """The token ids of each text, or the request refused: no text, too many, one too
-    long, or one empty."""
+def encode_texts(
+    classifier: SpamClassifier, texts: list[str], explain: bool, limits: Limits
+) -> list[list[int]]:
+    """The token ids of each text, or the request refused: no text, too many (to
+    ``explain``), one too long, or one empty."""
     if not texts:
         raise Refused(422, "texts is empty: give at least one text to classify")
     if len(texts) > limits.max_texts:
         raise Refused(413, f"{len(texts):,} texts: at most {limits.max_texts:,} per request")
+    if explain and len(texts) > limits.max_explained:
+        raise Refused(
+            413,
+            f"{len(texts):,} texts to explain: at most {limits.max_explained:,} per request "
+            "(explaining classifies each text once per token)",
+        )
     encoded = []
     for i, text in enumerate(texts):
         if len(text) > limits.max_chars:

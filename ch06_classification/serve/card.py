@@ -35,9 +35,11 @@ def run_card(
     info: ClassifierInfo,
     threshold: float | None,
     precision: str,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The card of the run in ``run_dir`` whose checkpoint ``info`` describes, served at
-    ``threshold`` (None: more than two classes) in ``precision`` (e.g. "float32 (...)")."""
+    ``threshold`` (None: more than two classes) in ``precision`` (e.g. "float32 (...)"),
+    under ``limits`` (what a request may ask, for clients to know)."""
     notes: list[str] = []
     metrics = _read(Path(run_dir) / "metrics.json", notes)
     settings = info.extra.get("settings")
@@ -46,6 +48,7 @@ def run_card(
         "labels": list(info.labels),
         "threshold": threshold,
         "precision": precision,
+        "limits": limits or {},
         "model": {
             "preset": info.model_preset,
             "weights": info.weights,

@@ -15,5 +15,7 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_texts: int = 256  # texts per request
     max_chars: int = 10_000  # characters per text
+    # Texts explained per request: explaining costs a classification per token of each.
+    max_explained: int = 32
     queue_size: int = 64  # requests waiting for the model
     max_batch: int = 256  # messages the worker takes at once (1: a request at a time)

@@ -47,17 +47,19 @@ async function classify() {
     setStatus("Type or paste a message first.", true);
     return;
   }
+  // Explaining costs a classification per token: the server explains so many at a time.
+  const explain = texts.length <= state.card.limits.max_explained;
   $("classify").disabled = true;
   setStatus(texts.length === 1 ? "Classifying…" : `Classifying ${texts.length} messages…`);
   try {
     const body = await getJSON("classify", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ texts, explain: true }),
+      body: JSON.stringify({ texts, explain }),
     });
     state.results = body.results;
     renderResults();
-    setStatus("");
+    setStatus(explain ? "" : `Why is shown for up to ${state.card.limits.max_explained} messages at a time.`);
   } catch (error) {
     setStatus(error.message, true);
   } finally {
@@ -67,7 +69,7 @@ async function classify() {
 
 function renderResults() {
   $("results").replaceChildren(...state.results.map(renderResult));
-  $("legend").hidden = state.results.length === 0;
+  $("legend").hidden = !state.results.some((result) => result.explanation);
 }
 
 function renderResult(result) {
@@ -175,7 +177,8 @@ function renderCard(card) {
   const resized = Object.entries(model.config_overrides).map(([key, value]) => `${key} ${value}`);
   const name = model.preset + (resized.length ? ` (resized: ${resized.join(", ")})` : "");
   $("summary").textContent =
-    `${name} from ${model.weights} weights, ${model.trainable_layers} trained; ` +
+    `${model.preset}${resized.length ? " (resized)" : ""} from ${model.weights} weights, ` +
+    `${model.trainable_layers} trained; ` +
     `classes ${card.labels.join(", ")}`;
   const parts = [
     el("h3", {}, "Model"),

@@ -221,12 +221,15 @@ def test_unknown_routes_and_methods_are_json_too(url: str) -> None:
         assert response.status_code in (404, 405) and isinstance(response.json()["detail"], str)
 
 
-def test_limits_on_body_texts_and_characters(trained_run: Path) -> None:
+def test_limits_on_body_texts_explanations_and_characters(trained_run: Path) -> None:
     app = build_app("--run-dir", trained_run, "--max-texts", "3", "--max-chars", "50",
-                    "--max-body-bytes", "2000")  # fmt: skip
+                    "--max-body-bytes", "2000", "--max-explained", "2")  # fmt: skip
     with running(app) as url:
+        limits = httpx.get(f"{url}model").json()["limits"]
         too_many = post(url, {"texts": ["a", "b", "c", "d"]})
         too_long = post(url, {"texts": ["a", "x" * 51]})
+        too_many_to_explain = post(url, {"texts": ["a", "b", "c"], "explain": True})
+        explained = post(url, {"texts": ["a", "b"], "explain": True})
         declared = post(url, {"texts": ["x" * 40] * 60})  # Content-Length says 2,500+
         # Sent in chunks, without a Content-Length: counted as it arrives.
         chunked = httpx.post(
@@ -237,7 +240,14 @@ def test_limits_on_body_texts_and_characters(trained_run: Path) -> None:
         )
         within = post(url, {"texts": ["a", "b", "x" * 50]})
 
+    assert limits == {
+        "max_body_bytes": 2000, "max_texts": 3, "max_chars": 50, "max_explained": 2,
+        "queue_size": 64, "max_batch": 256,
+    }  # fmt: skip
     assert too_many.status_code == 413 and "at most 3" in too_many.json()["detail"]
+    assert too_many_to_explain.status_code == 413
+    assert too_many_to_explain.json()["detail"].startswith("3 texts to explain: at most 2")
+    assert explained.status_code == 200
     assert too_long.status_code == 413 and "texts[1] has 51 characters" in too_long.json()["detail"]
     for response in (declared, chunked):
         assert response.status_code == 413

@@ -24,6 +24,9 @@ What a user can rely on:
   were cut.
 - Bytes that are not UTF-8 become U+FFFD (the replacement character), and the message
   is still classified.
+- ``--explain`` adds why: the tokens that moved each decision most, each with how much
+  the label's probability falls without it (``classifying/explain.py``; every token's,
+  with ``--json``). Each message is classified once more per token, in the same batches.
 - ``--precision auto`` weighs the first chunk (all of the arguments; the first messages
   of a stream, whose length is unknown), and every chunk is classified in its choice.
 - A reader that goes away (``| head``) ends the command quietly, exit status 141

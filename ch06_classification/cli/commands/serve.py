@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import suppress
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="characters per text (default: %(default)s)",
     )
     limits.add_argument(
+        "--max-explained",
+        type=positive_int,
+        default=defaults.max_explained,
+        help="texts explained per request; explaining classifies each text once per token "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
         "--max-body-bytes",
         type=positive_int,
         default=defaults.max_body_bytes,
@@ -174,10 +182,11 @@ def build_app(
         max_body_bytes=args.max_body_bytes,
         max_texts=args.max_texts,
         max_chars=args.max_chars,
+        max_explained=args.max_explained,
         queue_size=args.queue_size,
         max_batch=args.max_batch,
     )
-    card = run_card(run_dir, info, threshold, choice.describe())
+    card = run_card(run_dir, info, threshold, choice.describe(), asdict(limits))
     return create_app(classifier, card, threshold, run_dir, limits, version)
 
 
