@@ -447,3 +447,30 @@ def test_without_the_serve_extra_the_command_says_how_to_install_it(
         "gpt-spam serve: error: uvicorn is not installed, which the server runs on: "
         "pip install -e '.[serve]' (or pip install 'gpt-spam[serve]')"
     ]
+
+
+def test_listening_beyond_this_machine_comes_with_a_warning(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from ch06_classification.serve import server
+
+    asked = []
+    listen = server.listen
+
+    def loopback_instead(host: str, port: int):  # a test listens on loopback only
+        asked.append(host)
+        return listen("127.0.0.1", port)
+
+    monkeypatch.setattr(server, "listen", loopback_instead)
+    monkeypatch.setattr(server, "serve_forever", lambda app, sock: None)  # stops at once
+
+    status = main(["serve", "--run-dir", str(checkpoint), "--host", "0.0.0.0", "--port", "0"])
+
+    said = capsys.readouterr().err.splitlines()
+    assert status == 0 and asked == ["0.0.0.0"]
+    assert said[-3:] == [
+        "gpt-spam serve: warning: --host 0.0.0.0 makes it reachable from other machines, and "
+        "anyone who reaches it may use it (there is no login)",
+        "gpt-spam serve: Ctrl-C stops it",
+        "gpt-spam serve: stopped",
+    ]
