@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-# The test tools on top: pytest, ruff, transformers (the independent GPT-2), nbclient.
+# The test tools on top: pytest, ruff, transformers (the independent GPT-2), nbclient,
+# httpx and selenium; and the serve extra (FastAPI, uvicorn), whose tests need it.
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,serve]"
 	touch $@
 
 pipeline: $(VENV)/.installed

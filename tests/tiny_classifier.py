@@ -34,10 +34,16 @@ def write_tiny_checkpoint(
     token_position: str = "flexible",
     max_length: int = MAX_LENGTH,
     seed: int = 0,
+    labels: tuple[str, ...] = ("ham", "spam"),
 ) -> Path:
-    """Save a tiny random classifier as ``folder/model.safetensors``; returns its path."""
-    model = build_classifier("gpt2-small", weights="random", seed=seed, **TINY)
+    """Save a tiny random classifier of ``labels`` as ``folder/model.safetensors``; returns
+    its path."""
+    model = build_classifier("gpt2-small", weights="random", seed=seed, labels=labels, **TINY)
     info = ClassifierInfo(
-        config=model.cfg, max_length=max_length, token_position=token_position, weights="random"
+        config=model.cfg,
+        max_length=max_length,
+        token_position=token_position,
+        weights="random",
+        labels=labels,
     )
     return save_classifier(model, info, Path(folder) / CHECKPOINT_NAME)

@@ -21,15 +21,28 @@ from ch06_classification.cli.commands import (
     experiments,
     export,
     pipeline,
+    serve,
     split,
     train,
 )
 from ch06_classification.cli.running import build_parser as build_steps_parser
-from ch06_classification.cli.running import run_command
+from ch06_classification.cli.running import package_version, run_command
 
 # In the order a learner runs them. Each step imports what it needs when it runs, so that
 # `gpt-spam --help` loads neither PyTorch nor pandas.
-STEPS = [download, split, train, evaluate, classify, export, pipeline, experiments, baseline, cache]
+STEPS = [
+    download,
+    split,
+    train,
+    evaluate,
+    classify,
+    serve,
+    export,
+    pipeline,
+    experiments,
+    baseline,
+    cache,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,16 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     return parser
-
-
-def package_version() -> str:
-    """The installed version of gpt-spam (``unknown`` when run from a checkout not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gpt-spam")
-    except PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,8 @@ or a pipe) and the texts a classifier reads:
   file, a pipe or ``sys.argv``. Blank lines only separate messages.
 - **Out**: one line per message (label, probability, the start of the message on one line,
   control characters neutralised by ``printable.one_line`` so that neither a message nor
-  a label can move the cursor or recolour the terminal) or one JSON object per message;
+  a label can move the cursor or recolour the terminal; with an explanation, a line of
+  the tokens that moved the decision most) or one JSON object per message;
   any stdout encoding; each batch of lines flushed at once, so that a reader at the other
   end of a pipe sees them as they are classified. The columns are as wide as the
   classifier's longest label (not the longest one in the input, which a stream does not
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ch06_classification.storage.printable import NAME_WIDTH, listed, one_line, quoted
 from gpt.errors import UserFacingError
@@ -200,32 +201,31 @@ def is_csv(path: Path | None) -> bool:
 
 
 def print_results(
-    messages: Sequence[Message],
-    labels: Sequence[str],
-    spam_probabilities: Sequence[float],
-    all_labels: Sequence[str],
-    as_json: bool,
+    results: Sequence[dict[str, Any]], all_labels: Sequence[str], as_json: bool
 ) -> None:
-    """One line per message, in order: readable (label, spam probability, the start of
-    the message, as wide as the terminal) or, with ``as_json``, a JSON object
-    ``{"text", "label", "spam_probability"}``. For more than two classes (``all_labels``)
-    the probability given is the label's own, and the JSON key is ``probability``.
-    The lines are flushed at once: called for each chunk of a stream, its answers are out
-    before the next chunk is classified."""
-    results = list(zip(messages, labels, spam_probabilities, strict=True))
+    """One line per answer (``classifying/answers.py``), in order: readable (label, the
+    probability it gives, the start of the message, as wide as the terminal; below it, the
+    tokens that moved the decision most when it has an explanation) or, with ``as_json``,
+    the answer as a JSON object. The lines are flushed at once: called for each chunk of
+    a stream, its answers are out before the next chunk is classified."""
     if as_json:
-        # "spam_probability" for the SMS classifier: class 1's; the label's own for more.
-        key = f"{all_labels[1]}_probability" if len(all_labels) == 2 else "probability"
-        lines = [json_line(message.text, label, p, key) for message, label, p in results]
+        lines = [json_line(result) for result in results]
     else:
+        # Imported here: `gpt-spam --help` imports this module, and needs no numpy.
+        from ch06_classification.classifying.answers import probability_key
+
+        key = probability_key(all_labels)
         # The labels line up in a column as wide as the classifier's longest label.
         label_width = max(len(one_line(label, NAME_WIDTH)) for label in all_labels) + 2
         # What is left of the terminal's width after "spam      0.982  ", and one column.
         text_width = max(20, shutil.get_terminal_size().columns - label_width - 8)
-        lines = [
-            readable_line(message.text, label, p, label_width, text_width)
-            for message, label, p in results
-        ]
+        lines = []
+        for result in results:
+            lines.append(
+                readable_line(result["text"], result["label"], result[key], label_width, text_width)
+            )
+            if "explanation" in result:
+                lines.append(" " * label_width + why_line(result["explanation"]))
     print_lines(lines)
 
 
@@ -238,10 +238,20 @@ def readable_line(
     return f"{shown_label:<{label_width}}{spam_probability:.3f}  {one_line(text, text_width)}"
 
 
-def json_line(text: str, label: str, spam_probability: float, key: str = "spam_probability") -> str:
+def why_line(explanation: dict[str, Any]) -> str:
+    """E.g. ``why: ' WIN' +0.412, ' FREE' +0.210, ' lunch' -0.051``: the tokens that moved
+    the decision most, each with its weight (``classifying/explain.py``), strongest first."""
+    tokens = explanation["tokens"]
+    strongest = [
+        f"{quoted(tokens[i]['text'])} {tokens[i]['weight']:+.3f}" for i in explanation["strongest"]
+    ]
+    return "why: " + (", ".join(strongest) or "no token moved it")
+
+
+def json_line(result: dict[str, Any]) -> str:
     # json.dumps writes control and non-ASCII characters as \u escapes: the line is one
     # line, and any stdout can take it.
-    return json.dumps({"text": text, "label": label, key: float(spam_probability)})
+    return json.dumps(result)
 
 
 def print_lines(lines: Sequence[str]) -> None:

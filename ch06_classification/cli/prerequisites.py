@@ -212,3 +212,17 @@ def local_files_problems(args) -> list[str | None]:
     weights_dir = args.weights_dir or os.environ.get(WEIGHTS_DIR_ENV) or None
     weights = weights_problem(args.model, args.weights, weights_dir) if weights_dir else None
     return [source, weights]
+
+
+def serve_extra_problem() -> str | None:
+    """FastAPI and uvicorn, which ``serve`` runs on: the ``serve`` extra."""
+    from importlib.util import find_spec
+
+    missing = [name for name in ("fastapi", "uvicorn") if find_spec(name) is None]
+    if not missing:
+        return None
+    verb = "is" if len(missing) == 1 else "are"
+    return (
+        f"{' and '.join(missing)} {verb} not installed, which the server runs on: "
+        "pip install -e '.[serve]' (or pip install 'gpt-spam[serve]')"
+    )

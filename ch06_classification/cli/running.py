@@ -67,6 +67,16 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
         return 130
 
 
+def package_version() -> str:
+    """The installed version of gpt-spam (``unknown`` when run from a checkout not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpt-spam")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace, message: str) -> None:
     """``message`` on stderr as one line, printable and of readable length (see
     ``ERROR_WIDTH``): or, for the list of everything a step found missing (``require``),

@@ -45,8 +45,20 @@ from tests.tiny_classifier import MESSAGES
 pytestmark = pytest.mark.compares_paths
 
 TINY = {"emb_dim": 32, "n_layers": 2, "n_heads": 4, "context_length": 32}
-# What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling.
-HEAVY = ("pandas", "matplotlib", "sklearn", "scipy", "requests", "huggingface_hub", "torch._dynamo")
+# What classifying needs none of: data frames, plots, scikit-learn, downloads, compiling,
+# the web framework of `serve`.
+HEAVY = (
+    "pandas",
+    "matplotlib",
+    "sklearn",
+    "scipy",
+    "requests",
+    "huggingface_hub",
+    "torch._dynamo",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+)
 
 
 @pytest.fixture(scope="module")

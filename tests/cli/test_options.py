@@ -78,11 +78,41 @@ def test_gpt_never_imports_the_chapter():
     } == {}
 
 
+# The web framework of `gpt-spam serve`: an extra, imported by its subpackage only.
+WEB_PACKAGES = ("fastapi", "uvicorn", "starlette")
+
+
+def test_only_the_serve_subpackage_imports_the_web_framework_and_it_never_imports_cli():
+    serve = "ch06_classification.serve"
+    web_importers = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):  # imports for type checkers only are not run
+                if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+                    node.body = []
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                if any(name.split(".")[0] in WEB_PACKAGES for name in names):
+                    web_importers.add(module_name(path))
+    assert web_importers and all(m.startswith(serve) for m in web_importers), web_importers
+    graph = import_graph()
+    assert {
+        module: sorted(m for m in imported if m.startswith("ch06_classification.cli"))
+        for module, imported in graph.items()
+        if module.startswith(serve)
+        and any(m.startswith("ch06_classification.cli") for m in imported)
+    } == {}
+
+
 # Options that mean something else in these steps, on purpose.
 DIFFERENT_MEANING = {
     # messages per training batch vs per classified batch
     ("--batch-size", "classify"): "default",
     ("--batch-size", "evaluate"): "default",
+    ("--batch-size", "serve"): "default",
     # the token every experiment row reads: the book's, by default, to compare with its table
     ("--token-position", "experiments"): "choices and default",
     # each step's own output folder

@@ -24,6 +24,9 @@ What a user can rely on:
   were cut.
 - Bytes that are not UTF-8 become U+FFFD (the replacement character), and the message
   is still classified.
+- ``--explain`` adds why: the tokens that moved each decision most, each with how much
+  the label's probability falls without it (``classifying/explain.py``; every token's,
+  with ``--json``). Each message is classified once more per token, in the same batches.
 - ``--precision auto`` weighs the first chunk (all of the arguments; the first messages
   of a stream, whose length is unknown), and every chunk is classified in its choice.
 - A reader that goes away (``| head``) ends the command quietly, exit status 141
@@ -62,6 +65,7 @@ from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
     from ch06_classification.classifying.spam_classifier import SpamClassifier
+    from ch06_classification.storage.checkpoint import ClassifierInfo
 
 PROG = "gpt-spam classify"
 DEFAULT_COLUMN = "Text"  # the column of the split CSVs, so they can be classified as they are
@@ -82,6 +86,7 @@ examples:
   gpt-spam classify "You are a winner! Claim your prize now"
   gpt-spam classify --json "Lunch at 1?" "URGENT! Call 09061701461 to claim"
   gpt-spam classify --file inbox.txt --threshold 0.9
+  gpt-spam classify --explain "WINNER! Claim your free prize now"
   gpt-spam classify --file data/test.csv --column Text --run-dir runs/20261125-101500
   cat inbox.txt | gpt-spam classify -
   gpt-spam classify -- "-50% on everything today"   (a message that starts with -)
@@ -125,6 +130,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='one JSON object per line: {"text", "label", "spam_probability"} ("probability", '
         "of the label, for a run of more than two classes)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="also show why: the tokens that moved each decision most, each with how much "
+        'the probability of the label falls without it (with --json, an "explanation" '
+        "of every token); costs one more classification per token",
+    )
     add_device_option(parser)
     add_precision_option(parser, classifying=True)
     parser.add_argument(
@@ -138,16 +150,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ch06_classification.classifying.spam_classifier import SpamClassifier, resolve_threshold
-    from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
-    from ch06_classification.speed.devices import pick_device
-    from ch06_classification.storage.checkpoint import read_classifier_info
-    from ch06_classification.storage.runs import find_run
-
-    require(run_problem(args.run_dir), tokenizer_problem())
-    checkpoint = find_run(args.run_dir)
-    info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
-    threshold = resolve_threshold(info.labels, args.threshold)  # None: more than 2 classes
+    checkpoint, info, threshold = find_trained_run(args)
     if sys.stdout is None:  # started with stdout closed (`>&-`): Python gives None
         raise UserFacingError("standard output is closed: there is nowhere to print results")
     if args.run_dir is None:  # say which run answers, since the user did not name one
@@ -155,10 +158,7 @@ def run(args: argparse.Namespace) -> int:
             f"{PROG}: using the latest run, {checkpoint}/ ({describe_run(info)})", file=sys.stderr
         )
     messages = read_messages(args)  # lazily, for a file or standard input
-    device = pick_device(args.device)
-    classifier = SpamClassifier.from_pretrained(
-        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir, verify=args.verify
-    )
+    classifier = load_classifier(args, checkpoint)
     run_dir = checkpoint.parent if checkpoint.is_file() else checkpoint
     total = len(messages) if isinstance(messages, list) else None  # a stream's is unknown
     progress = show_progress(total, args.batch_size) if args.progress is None else args.progress
@@ -168,6 +168,34 @@ def run(args: argparse.Namespace) -> int:
     if session.cut:
         print(f"{PROG}: note: {cut_note(session.cut, classifier.max_tokens)}", file=sys.stderr)
     return 1 if session.refused else 0
+
+
+def find_trained_run(args: argparse.Namespace) -> tuple[Path, ClassifierInfo, float | None]:
+    """The checkpoint of the run ``--run-dir`` names (or of the latest run), what it
+    describes, and the threshold to decide at (None: more than two classes). Everything
+    that can be refused is refused here, before the model is loaded. ``serve`` finds its
+    run the same way."""
+    from ch06_classification.classifying.spam_classifier import resolve_threshold
+    from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
+    from ch06_classification.storage.checkpoint import read_classifier_info
+    from ch06_classification.storage.runs import find_run
+
+    require(run_problem(args.run_dir), tokenizer_problem())
+    checkpoint = find_run(args.run_dir)
+    info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
+    return checkpoint, info, resolve_threshold(info.labels, args.threshold)
+
+
+def load_classifier(args: argparse.Namespace, checkpoint: Path) -> SpamClassifier:
+    """The run's classifier on ``--device``, in batches of ``--batch-size``, its base
+    weights found with ``--weights-dir``."""
+    from ch06_classification.classifying.spam_classifier import SpamClassifier
+    from ch06_classification.speed.devices import pick_device
+
+    device = pick_device(args.device)
+    return SpamClassifier.from_pretrained(
+        checkpoint, str(device), args.batch_size, weights_dir=args.weights_dir, verify=args.verify
+    )
 
 
 class Classification:
@@ -204,7 +232,8 @@ class Classification:
 
     def classify(self, chunk: Sequence[Message]) -> None:
         """Classify ``chunk`` and print its answers; report its empty messages on stderr."""
-        import numpy as np
+        from ch06_classification.classifying.answers import answers
+        from ch06_classification.classifying.explain import predict_with_left_out
 
         classifier = self.classifier
         kept, encoded, refused = encode_messages(classifier, chunk)
@@ -213,20 +242,27 @@ class Classification:
         self.refused += len(refused)
         if not kept:
             return
-        if not self.precision_chosen:
-            self.choose_precision(sum(map(len, encoded)))
-        on_batch = None if self.bar is None else self.bar.update
-        probabilities = classifier.predict_proba_encoded(encoded, on_batch=on_batch)
-        labels = classifier.labels_of(probabilities, self.threshold)
-        if self.threshold is None:  # more than two classes: each label's own probability
-            shown = probabilities[np.arange(len(labels)), probabilities.argmax(axis=1)]
-        else:  # two: class 1's (the spam probability), whichever label it gave
-            shown = probabilities[:, 1]
+        explain = self.args.explain
+        if not self.precision_chosen:  # (explaining classifies a variant per token too)
+            self.choose_precision(
+                sum(len(ids) * (len(ids) + 1 if explain else 1) for ids in encoded)
+            )
+        if explain:  # the bar counts messages, not the variants classified with them
+            probabilities, left_out = predict_with_left_out(classifier, encoded, [True] * len(kept))
+            if self.bar is not None:
+                self.bar.update(len(kept))
+        else:
+            on_batch = None if self.bar is None else self.bar.update
+            probabilities = classifier.predict_proba_encoded(encoded, on_batch=on_batch)
+            left_out = None
+        results = answers(
+            classifier, [m.text for m in kept], probabilities, self.threshold, encoded, left_out
+        )
         if self.bar is None:
-            print_results(kept, labels, shown, classifier.labels, self.args.json)
+            print_results(results, classifier.labels, self.args.json)
         else:
             with self.bar.external_write_mode():  # the bar is cleared, then drawn again
-                print_results(kept, labels, shown, classifier.labels, self.args.json)
+                print_results(results, classifier.labels, self.args.json)
         self.cut += sum(
             was_cut(classifier, m.text, ids) for m, ids in zip(kept, encoded, strict=True)
         )
