@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ch06_classification.storage.checkpoint import ClassifierInfo
-from ch06_classification.storage.safe_files import read_json
+from ch06_classification.storage.safe_files import FileReadError, read_json
 
 # What metrics.json says about how training went (besides the settings and metrics).
 TRAINING_FACTS = ("training_path", "examples_seen", "steps", "device", "training_seconds")
@@ -96,7 +96,7 @@ def _read(path: Path, notes: list[str]) -> Any:
         return None
     try:
         return read_json(path)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, FileReadError) as error:
         notes.append(f"{path.name} cannot be read ({error}); it is left out")
         return None
 

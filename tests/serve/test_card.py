@@ -45,13 +45,14 @@ def test_a_bare_checkpoint_folder_has_only_its_model(tmp_path: Path) -> None:
 
 def test_a_damaged_file_is_a_note_and_an_undefined_metric_is_null(tmp_path: Path) -> None:
     checkpoint = write_tiny_checkpoint(tmp_path)
+    info = read_classifier_info(checkpoint)  # loaded while the run was whole
     (tmp_path / "metrics.json").write_text("{not json")
     report = {"threshold": 0.5, "sets": {"test": {"accuracy": 0.5, "roc_auc": math.nan}}}
     (tmp_path / "evaluation-data-t0.5.json").write_text(
         json.dumps(report)
     )  # NaN, as Python writes it
 
-    card = run_card(tmp_path, read_classifier_info(checkpoint), 0.5, "float32")
+    card = run_card(tmp_path, info, 0.5, "float32")
 
     assert card["accuracy"] is None
     [note] = card["notes"]
