@@ -11,8 +11,13 @@ import argparse
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ch06_classification.finetuning.settings import TrainingSettings, knobs, parse_knob
+from gpt.config import PRESETS
+from gpt.hub import WEIGHTS_DIR_ENV
 
 
 def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +66,6 @@ def add_imdb_source_option(parser: argparse.ArgumentParser) -> None:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--weights`` and ``--weights-dir``: which GPT-2, starting from what."""
-    from gpt.config import PRESETS
-
     parser.add_argument(
         "--model",
         choices=list(PRESETS),
@@ -88,8 +91,6 @@ def add_weights_option(
 
 def add_weights_dir_option(parser: argparse.ArgumentParser) -> None:
     """``--weights-dir``: local OpenAI weights instead of the download."""
-    from gpt.hub import WEIGHTS_DIR_ENV
-
     parser.add_argument(
         "--weights-dir",
         metavar="PATH",
@@ -137,8 +138,6 @@ def add_precision_option(
 def add_base_weights_option(parser: argparse.ArgumentParser) -> None:
     """``--weights-dir`` for commands that load a trained model: where its base weights are;
     ``--verify``: hash them again rather than trust the digest remembered for them."""
-    from gpt.hub import WEIGHTS_DIR_ENV
-
     parser.add_argument(
         "--weights-dir",
         metavar="PATH",
@@ -266,9 +265,6 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     """What ``train`` fine-tunes and how: an option for each knob ``TrainingSettings``
     declares (its help, choices and range are declared there, once), besides the model,
     data, seed and device options, which more steps share."""
-    from dataclasses import fields
-
-    from ch06_classification.finetuning.settings import TrainingSettings, knobs
 
     defaults = {f.name: f.default for f in fields(TrainingSettings)}
     for name, declared in knobs().items():
@@ -289,7 +285,6 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 @functools.cache  # one per knob: steps that share an option share its type
 def knob_type(declared: Any) -> Callable[[str], Any]:
     """An argparse type that reads a ``TrainingSettings`` knob's number and checks its range."""
-    from ch06_classification.finetuning.settings import parse_knob
 
     def parse(text: str) -> Any:
         try:
@@ -404,6 +399,7 @@ def device_name(value: str) -> str:
     """An argparse type: ``auto``, or a device that PyTorch can compute on, on this machine."""
     if value == "auto":
         return value  # decided when the command runs; --help need not load PyTorch
+    # Imported when --device names one: --help needs no device checks.
     from ch06_classification.speed.devices import pick_device
     from gpt.errors import UserFacingError
 

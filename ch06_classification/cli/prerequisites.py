@@ -10,6 +10,7 @@ under ``make``, where that is how options are given).
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME
@@ -83,6 +84,7 @@ def other_split_problem(
     """A split of other data than ``dataset`` (for "own", the file ``source``) in the data
     folder: a command that splits for you (``experiments``, ``pipeline``) never replaces
     it; only ``gpt-spam split`` itself does, when asked to."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.sources.split_files import SplitOrigin, split_origin
 
     try:
@@ -101,6 +103,7 @@ def other_split_problem(
 def own_texts_problem(args, read: bool = True) -> str | None:
     """The user's own labelled texts (``--csv``/``--tsv``): the file exists, and with
     ``read`` it reads as labelled texts (what ``split`` would refuse, found up front)."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.storage.datafiles import DataError
 
     own_file = getattr(args, "csv", None) or getattr(args, "tsv", None)
@@ -110,6 +113,7 @@ def own_texts_problem(args, read: bool = True) -> str | None:
     if not Path(own_file).is_file():
         return f"--{fmt} {own_file}: no such file"
     if read:
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.sources.labelled_texts import read_labelled_texts
 
         try:
@@ -122,6 +126,7 @@ def own_texts_problem(args, read: bool = True) -> str | None:
 def weights_problem(preset: str, weights: str, weights_dir: str | Path | None) -> str | None:
     """OpenAI's weights for ``preset``, unless training starts from random ones: in the
     folder given by ``--weights-dir`` (or ``GPT2_WEIGHTS_DIR``), else in the download cache."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from gpt.hub import WEIGHTS_DIR_ENV, cached_weights, find_local_weights
     from gpt.weights import WeightsError
 
@@ -146,6 +151,7 @@ def weights_problem(preset: str, weights: str, weights_dir: str | Path | None) -
 
 def tokenizer_problem() -> str | None:
     """GPT-2's tokenizer files, shipped with the package (a broken install lacks them)."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from gpt.tokenizer import get_tokenizer
 
     try:
@@ -158,6 +164,7 @@ def tokenizer_problem() -> str | None:
 def run_problem(run: Path | None) -> str | None:
     """A trained run: the one ``--run-dir`` names (a folder or its checkpoint), or the
     latest finished one in ``runs/``."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.storage.runs import find_run
 
     try:
@@ -187,6 +194,7 @@ def source_problem(source: str | Path | None, given_as: str = "--sms-source") ->
 def local_files_problems(args) -> list[str | None]:
     """The local files ``download`` (and ``pipeline``) are told to use instead of the
     network: the dataset (``--sms-source``) and the weights (``--weights-dir``)."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from gpt.hub import WEIGHTS_DIR_ENV
 
     fetches_no_dataset = (
@@ -216,7 +224,6 @@ def local_files_problems(args) -> list[str | None]:
 
 def serve_extra_problem() -> str | None:
     """FastAPI and uvicorn, which ``serve`` runs on: the ``serve`` extra."""
-    from importlib.util import find_spec
 
     missing = [name for name in ("fastapi", "uvicorn") if find_spec(name) is None]
     if not missing:

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import Any
 
@@ -69,7 +70,6 @@ def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
 
 def package_version() -> str:
     """The installed version of gpt-spam (``unknown`` when run from a checkout not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("gpt-spam")
@@ -117,6 +117,7 @@ def error_message(error: UserFacingError) -> str:
     # PyTorch to print any other error.
     hub = sys.modules.get("gpt.hub")
     if hub is not None and isinstance(error, hub.WeightsDownloadError):
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.storage.datafiles import option
 
         return (

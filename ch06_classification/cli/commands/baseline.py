@@ -9,6 +9,7 @@ from ch06_classification.cli.options import add_data_dir_option, add_threshold_o
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.baseline import BASELINES
 
     parser = subparsers.add_parser(
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.baseline import run_baseline
     from ch06_classification.storage.safe_files import write_json
 

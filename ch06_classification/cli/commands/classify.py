@@ -175,6 +175,7 @@ def find_trained_run(args: argparse.Namespace) -> tuple[Path, ClassifierInfo, fl
     describes, and the threshold to decide at (None: more than two classes). Everything
     that can be refused is refused here, before the model is loaded. ``serve`` finds its
     run the same way."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.classifying.spam_classifier import resolve_threshold
     from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.storage.checkpoint import read_classifier_info
@@ -189,6 +190,7 @@ def find_trained_run(args: argparse.Namespace) -> tuple[Path, ClassifierInfo, fl
 def load_classifier(args: argparse.Namespace, checkpoint: Path) -> SpamClassifier:
     """The run's classifier on ``--device``, in batches of ``--batch-size``, its base
     weights found with ``--weights-dir``."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.classifying.spam_classifier import SpamClassifier
     from ch06_classification.speed.devices import pick_device
 
@@ -219,6 +221,7 @@ class Classification:
         self.precision_chosen = False
         self.bar = None
         if progress:
+            # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
             from tqdm import tqdm  # imported only when shown: a quick classify needs none
 
             self.bar = tqdm(total=total, desc="Classifying", unit="message", leave=False)
@@ -232,6 +235,7 @@ class Classification:
 
     def classify(self, chunk: Sequence[Message]) -> None:
         """Classify ``chunk`` and print its answers; report its empty messages on stderr."""
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.classifying.answers import answers
         from ch06_classification.classifying.explain import predict_with_left_out
 
@@ -269,6 +273,7 @@ class Classification:
 
     def choose_precision(self, tokens: int) -> None:
         """The precision of every chunk, chosen (for ``auto``) on the first one's ``tokens``."""
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.speed.precision import set_classifier_precision
 
         choice = set_classifier_precision(
@@ -318,6 +323,7 @@ def encode_messages(
     classifier: SpamClassifier, messages: Sequence[Message]
 ) -> tuple[list[Message], list[list[int]], list[str]]:
     """The messages that can be classified, their token ids, and a report for each refused."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.classifying.spam_classifier import EmptyMessageError
 
     kept, encoded, refused = [], [], []
@@ -336,6 +342,7 @@ def encode_messages(
 
 def was_cut(classifier: SpamClassifier, text: str, ids: Sequence[int]) -> bool:
     """Whether the model read only the start of ``text``."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from gpt.tokenizer import encode_message
 
     # Only a message that fills the limit can have been cut: re-encode just those.

@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.cli.prerequisites import local_files_problems, require
 
     require(*local_files_problems(args))
@@ -58,11 +59,13 @@ def fetch_dataset(
     """Put the validated dataset in ``data_dir`` (downloading it unless a source is given)."""
     # Imported here so that `gpt-spam --help` does not load pandas and requests.
     if dataset == "imdb":
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.sources.imdb import download_imdb
 
         path = download_imdb(data_dir, source=imdb_source)
         print(f"{path}: 50,000 reviews (25,000 neg, 25,000 pos)")  # as validated
         return
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.sources.sms import (
         EXPECTED_CLASS_COUNTS,
         EXPECTED_ROWS,
@@ -80,6 +83,7 @@ def fetch_weights(preset: str, weights: str, weights_dir: str | None) -> None:
     if weights == "random":
         print("Weights: random initialisation requested, nothing to download")
         return
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from gpt.config import get_config
     from gpt.hub import find_weights, verify_cached_download
     from gpt.loading import load_weights_file, uninitialized_gpt

@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.classifying.spam_classifier import resolve_threshold
     from ch06_classification.cli.prerequisites import (
         require,

@@ -17,6 +17,7 @@ from ch06_classification.cli.options import (
 
 
 def _row_numbers(value: str) -> list[int]:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.experiments import BY_NUMBER
 
     try:
@@ -89,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.experiments import BY_NUMBER, EXPERIMENTS, describe_row
 
     if args.list:
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print("\n\n".join(listing))
         return 0
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.experiments import markdown_table, run_experiments
 
     rows = EXPERIMENTS if args.all else [BY_NUMBER[number] for number in args.rows]
@@ -126,6 +129,7 @@ def ensure_splits(data_dir: Path, sms_source: str | None) -> None:
     folder holds a whole split of it already. A split of other data there is never
     replaced: the rows use it if it is whole and ``--sms-source`` does not ask for the SMS
     collection; otherwise the command stops, naming it."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.cli.commands import download, split
     from ch06_classification.cli.prerequisites import other_split_problem, require
     from ch06_classification.cli.running import build_parser, run_command

@@ -45,6 +45,7 @@ Write a trained run's model into a folder of its own.
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.extras.export import export_full, export_hf
     from ch06_classification.storage.checkpoint import load_classifier
     from ch06_classification.storage.runs import latest_run_dir

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from contextlib import ExitStack
 from pathlib import Path
 
 from ch06_classification.cli.commands import classify, download, evaluate, split, train
@@ -91,8 +92,7 @@ def step_arguments(args: argparse.Namespace, run_dir: Path) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.cli.prerequisites import (
         local_files_problems,
         other_split_problem,

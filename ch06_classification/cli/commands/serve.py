@@ -62,6 +62,7 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.serve.limits import Limits
 
     defaults = Limits()
@@ -133,6 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.cli.prerequisites import require, serve_extra_problem
     from ch06_classification.cli.running import package_version
     from ch06_classification.serve.server import listen, serve_forever, url_of
@@ -166,6 +168,7 @@ def build_app(
     version: str,
 ) -> FastAPI:
     """The app for the run: its classifier loaded, in the precision chosen for it."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.serve.app import create_app
     from ch06_classification.serve.card import run_card
     from ch06_classification.serve.limits import Limits

@@ -98,6 +98,7 @@ class Texts(NamedTuple):
 def read_texts(args: argparse.Namespace) -> Texts:
     """The texts ``split``'s options name: the SMS collection, the IMDB reviews, or yours."""
     if args.dataset == "imdb":
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.sources.imdb import IMDB_CLASS_NAMES, load_imdb
 
         # The bonus's two shuffles with the seed, and its cut: 35,000 / 5,000 / 10,000.
@@ -105,11 +106,13 @@ def read_texts(args: argparse.Namespace) -> Texts:
         return Texts(df, IMDB_CLASS_NAMES, "imdb", "none", "random")
     own_file = args.csv or args.tsv
     if own_file is None:
+        # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
         from ch06_classification.classifier import CLASS_NAMES
         from ch06_classification.sources.sms import load_sms_spam
 
         # The book's: balanced by undersampling, one shuffle for everything.
         return Texts(load_sms_spam(args.data_dir), CLASS_NAMES, "sms", "undersample", "random")
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.sources.labelled_texts import class_names_of, read_labelled_texts
 
     fmt = "csv" if args.csv else "tsv"
@@ -156,6 +159,7 @@ def describe_classes(counts: dict[str, int], shares: bool = False, shown: int = 
     """E.g. ``4,827 ham, 747 spam``, with each class's share if ``shares``; the first
     ``shown`` classes of many, then how many more. A class is named as the data names it,
     on one line and with no control character (``printable.one_line``)."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.storage.printable import NAME_WIDTH, one_line
 
     total = sum(counts.values()) or 1

@@ -62,12 +62,14 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The ``TrainingSettings`` the parsed options give (each field by its name)."""
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.finetuning.settings import TrainingSettings
 
     return TrainingSettings.from_options(vars(args))
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.cli.prerequisites import (
         require,
         splits_problem,
