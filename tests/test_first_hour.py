@@ -179,4 +179,4 @@ def test_make_pipeline_installs_only_what_the_commands_need(tmp_path):
 
 def test_make_test_adds_the_test_tools(tmp_path):
     installs = [line for line in make_plan("test", tmp_path) if "pip install" in line]
-    assert any(line.endswith('-e ".[dev]"') for line in installs)
+    assert any(line.endswith('-e ".[dev,serve]"') for line in installs)
