@@ -9,8 +9,8 @@ under ``make``, where that is how options are given).
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from importlib.util import find_spec
 from pathlib import Path
 
 from ch06_classification.storage.checkpoint import CHECKPOINT_NAME
@@ -224,8 +224,7 @@ def local_files_problems(args) -> list[str | None]:
 
 def serve_extra_problem() -> str | None:
     """FastAPI and uvicorn, which ``serve`` runs on: the ``serve`` extra."""
-
-    missing = [name for name in ("fastapi", "uvicorn") if find_spec(name) is None]
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if not missing:
         return None
     verb = "is" if len(missing) == 1 else "are"
