@@ -10,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: pipeline test test-portable lint benchmark notebooks clean
+.PHONY: pipeline test test-portable lint benchmark notebooks notebooks-run clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ benchmark: $(VENV)/.installed
 notebooks: $(VENV)/.installed
 	$(PY) -m pip install --quiet jupyterlab
 	$(VENV)/bin/jupyter lab notebooks/
+
+# Run every notebook headless, offline from random weights, and save its outputs (and the
+# hash of the code they came from), e.g. ARGS="--sms-source path/to/sms_spam_collection.zip".
+notebooks-run: $(VENV)/.installed-dev
+	$(PY) scripts/run_notebooks.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
+import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.sms_data import SMS_SPAM_ZIP
+from tests.sms_data import real_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,12 +63,18 @@ def _local_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of the real SMS Spam Collection (its zip and the SMSSpamCollection file
-    inside it); tests using it skip without it."""
-    folder = SMS_SPAM_ZIP.parent
-    if not (folder / "SMSSpamCollection").is_file():
-        pytest.skip(f"the real SMS Spam Collection is not in {folder}: set SMS_SPAM_SOURCE")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of the real SMS Spam Collection: its zip, and the SMSSpamCollection file
+    inside it (unzipped beside a copy, if it is not beside the zip); tests using it skip
+    without the zip."""
+    source = real_dataset()
+    folder = source.parent
+    if source.name == "sms_spam_collection.zip" and (folder / "SMSSpamCollection").is_file():
+        return folder
+    folder = tmp_path_factory.mktemp("sms_spam_collection")
+    shutil.copyfile(source, folder / "sms_spam_collection.zip")
+    with zipfile.ZipFile(source) as archive:
+        archive.extract("SMSSpamCollection", folder)
     return folder
 
 
@@ -154,3 +163,21 @@ def http_server(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(download, "HTTP_TIMEOUT", (2, 5))
     with serving() as server:
         yield server
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: after pytest's own summary
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter):
+    """One line at the end: how many tests were skipped, and why (grouped by reason),
+    e.g. "24 skipped: set SMS_SPAM_SOURCE to the dataset zip to run them (...)"."""
+    result = yield
+    reasons: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr  # (file, line, "Skipped: <reason>") for a skip
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.write_line(
+            "; ".join(f"{count} skipped: {reason}" for reason, count in reasons.most_common()),
+            yellow=True,
+        )
+    return result

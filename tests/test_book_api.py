@@ -44,7 +44,7 @@ from gpt.tokenizer import END_OF_TEXT_ID
 from gpt.weights import WeightsError, download_and_load_gpt2, load_weights_into_gpt
 from tests.checkpoints import hf_gpt2, write_openai_checkpoint
 from tests.local_server import LocalServer
-from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP
+from tests.sms_data import SMS_SPAM_ZIP, VALID_ZIP, real_dataset
 
 # Compares two code paths (with a tolerance where they differ in rounding): also run
 # on PyTorch's portable kernels by `make test-portable` (ATEN_CPU_CAPABILITY=default).
@@ -258,8 +258,7 @@ def test_chapter_4_generation_reproduces_the_books_token_ids(tokenizer) -> None:
 def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder (the book writes its files to the working directory), with the
     dataset coming from the local zip instead of the network."""
-    if not SMS_SPAM_ZIP.is_file():
-        pytest.skip(f"the real SMS Spam Collection is not at {SMS_SPAM_ZIP}")
+    real_dataset()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SMS_SPAM_SOURCE", str(SMS_SPAM_ZIP))
     return tmp_path
@@ -682,3 +681,56 @@ def test_download_and_load_gpt2_checks_the_file_against_the_settings(tmp_path: P
         download_and_load_gpt2("124M", tmp_path / "gpt2")
     with pytest.raises(WeightsError, match="model_size '125M' is not one of 124M, 355M"):
         download_and_load_gpt2("125M", tmp_path / "gpt2")
+
+
+# --- Where each book name lives (docs/book-api.md) --------------------------------------------
+
+# Every name chapter 6 uses that is not plain Python or pandas: the table must place each one.
+CHAPTER_6_NAMES = (
+    "tiktoken.get_encoding", "GPT_CONFIG_124M", "BASE_CONFIG", "model_configs", "CHOOSE_MODEL",
+    "GPTModel", "generate_text_simple", "text_to_token_ids", "token_ids_to_text",
+    "download_and_load_gpt2", "load_weights_into_gpt", "download_and_unzip_spam_data",
+    "create_balanced_dataset", "random_split", "SpamDataset", "DataLoader", "calc_loss_batch",
+    "calc_loss_loader", "calc_accuracy_loader", "evaluate_model", "train_classifier_simple",
+    "plot_values", "classify_review", "torch.save",
+)  # fmt: skip
+# Names the table places in the reader's own code or in PyTorch, not in a module here.
+NOT_OURS = {
+    "GPT_CONFIG_124M", "BASE_CONFIG", "model_configs", "CHOOSE_MODEL", "tiktoken", "tokenizer",
+    "pad_token_id", "DataLoader", "torch", "model", "cfg", "source", "SMS_SPAM_SOURCE",
+    "model_size", "data_file_path", "zip_path",
+}  # fmt: skip
+
+
+def names_table() -> list[tuple[str, str]]:
+    """The rows of docs/book-api.md's first table: (the book's names, where they live)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "book-api.md").read_text()
+    table = text.split("| the book's name | lives in |\n| --- | --- |\n", 1)[1].split("\n\n")[0]
+    rows = [line.strip("|").split(" | ", 1) for line in table.splitlines()]
+    return [(book.strip(), place.strip()) for book, place in rows]
+
+
+def test_the_names_table_places_every_name_of_the_chapter_where_it_is() -> None:
+    import importlib
+    import re
+
+    rows = names_table()
+    placed = " ".join(book for book, _ in rows)
+    missing = [name for name in CHAPTER_6_NAMES if f"`{name}" not in placed]
+    assert not missing, f"docs/book-api.md has no row for {missing}"
+    for book, place in rows:
+        modules = [
+            importlib.import_module(path.removesuffix(".py").replace("/", "."))
+            for path in re.findall(r"`([\w/]+\.py)`", place)
+        ]
+        # The leading name of every `code` span of the row: `GPTModel(cfg)` -> GPTModel.
+        names = {
+            match
+            for span in re.findall(r"`([^`]+)`", book + " " + place)
+            if "/" not in span  # a path, not a name
+            for match in re.findall(r"^([A-Za-z_]\w*)", span)
+        }
+        for name in sorted(names - NOT_OURS):
+            assert any(hasattr(module, name) for module in modules), (
+                f"docs/book-api.md: {name} is not in {[m.__name__ for m in modules]}"
+            )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ch06_classification.cli.main import build_parser, main
-from tests.sms_data import SMS_SPAM_ZIP
+from tests.sms_data import SMS_SPAM_ZIP, real_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +44,7 @@ sys.exit(main(sys.argv[1:]))
 def test_the_readmes_offline_command_needs_nothing_cached(tmp_path: Path) -> None:
     """`make pipeline ARGS="--sms-source PATH --weights random"` on a machine with no
     internet, an empty home (no Hugging Face cache), and no tokenizer cache."""
-    if not SMS_SPAM_ZIP.is_file():
-        pytest.skip(f"the real SMS Spam Collection is not at {SMS_SPAM_ZIP}")
+    real_dataset()
     home, temporary = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()
     temporary.mkdir()

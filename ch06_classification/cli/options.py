@@ -31,6 +31,20 @@ def add_data_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_run_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` for a step that reads a run: without ``--run-dir``, the run trained on
+    it is the one used (a plain ``classify`` of an SMS does not answer with the model of
+    one's own CSV, though it may be the latest run)."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("data"),
+        metavar="DIR",
+        help="without --run-dir, use the latest run trained on this data folder, if there is "
+        "one, else the latest run (default: %(default)s)",
+    )
+
+
 def add_sms_source_option(parser: argparse.ArgumentParser) -> None:
     """``--sms-source``: a local copy of the dataset instead of the download."""
     parser.add_argument(
@@ -176,8 +190,8 @@ def add_run_dir_option(parser: argparse.ArgumentParser, *, reading: bool = True)
     """
     if reading:
         help_text = (
-            "the training run to use: its folder, or its model.safetensors "
-            "(default: the latest finished run in runs/)"
+            "the training run to use: its folder, or its model.safetensors (default: the "
+            "latest finished run in runs/ trained on --data-dir, else the latest)"
         )
     else:
         help_text = "the run folder to create (default: a new runs/<timestamp>/ folder)"

@@ -161,14 +161,14 @@ def tokenizer_problem() -> str | None:
     return None
 
 
-def run_problem(run: Path | None) -> str | None:
+def run_problem(run: Path | None, data_dir: Path = Path("data")) -> str | None:
     """A trained run: the one ``--run-dir`` names (a folder or its checkpoint), or the
-    latest finished one in ``runs/``."""
+    latest finished one in ``runs/`` (trained on ``data_dir``, if one was)."""
     # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.storage.runs import find_run
 
     try:
-        run = find_run(run)
+        run = find_run(run, data_dir=data_dir)
     except UserFacingError as error:
         return str(error)
     try:  # a folder, a FIFO or a device where the checkpoint should be is named as such

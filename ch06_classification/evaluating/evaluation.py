@@ -299,7 +299,7 @@ def evaluate_run(
     # The evaluation and its plots replace the previous ones (if --overwrite) together.
     with replace_together(run_dir) as staging:
         plots = [
-            plot_roc_and_pr(curves, staging / roc_path.name),
+            plot_roc_and_pr(curves, staging / roc_path.name, class_names),
             plot_confusion_matrix(
                 metrics["test"].confusion_matrix,
                 staging / confusion_path.name,

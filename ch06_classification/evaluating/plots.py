@@ -65,9 +65,41 @@ def _legend_label(name: str, metric: str, value: float) -> str:
     return f"{plot_text(name)} ({metric} = {shown})"
 
 
-def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figure:
+def axis_labels(class_names: Sequence[str]) -> tuple[str, str, str, str]:
+    """The ROC curve's x and y labels, then the precision–recall curve's, in the words of
+    the classes: the SMS's (spam caught, real messages flagged), another pair's names, or,
+    for more than two classes (a curve per class against the rest), words for any class."""
+    if len(class_names) > 2:
+        return (
+            "False positive rate (one vs rest)",
+            "True positive rate (one vs rest)",
+            "Recall (one vs rest)",
+            "Precision (one vs rest)",
+        )
+    if tuple(class_names) == CLASS_NAMES:
+        return (
+            "False positive rate (real messages flagged)",
+            "True positive rate (spam caught)",
+            "Recall (spam caught)",
+            "Precision (flagged that are spam)",
+        )
+    negative, positive = (plot_text(name) for name in class_names)
+    return (
+        f"False positive rate ({negative} taken for {positive})",
+        f"True positive rate ({positive} found)",
+        f"Recall ({positive} found)",
+        f"Precision (of those taken for {positive})",
+    )
+
+
+def roc_and_pr_figure(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]], class_names: Sequence[str] = CLASS_NAMES
+) -> Figure:
     """Two panels, the ROC curve and the precision–recall curve, with one line per evaluated
-    set; ``curves`` maps a set's name to its ``(y_true, spam_probability)``.
+    set; ``curves`` maps a set's name to its ``(y_true, probability)``: 1 and the
+    probability of ``class_names[1]`` for two classes, or, for more (each class against the
+    rest, :func:`~ch06_classification.evaluating.evaluation.one_vs_rest`), 1 and the
+    probability of the curve's class. The axes are labelled in the classes' words.
     """
     if not curves:
         raise ValueError("curves is empty: there is no evaluated set to plot")
@@ -86,16 +118,9 @@ def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figu
         pr_axis.plot(recall, precision, drawstyle="steps-post", label=_legend_label(name, "AP", ap))
 
     roc_axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="chance (AUC = 0.5)")
-    roc_axis.set(
-        title="ROC curve",
-        xlabel="False positive rate (real messages flagged)",
-        ylabel="True positive rate (spam caught)",
-    )
-    pr_axis.set(
-        title="Precision–recall curve",
-        xlabel="Recall (spam caught)",
-        ylabel="Precision (flagged that are spam)",
-    )
+    roc_x, roc_y, pr_x, pr_y = axis_labels(class_names)
+    roc_axis.set(title="ROC curve", xlabel=roc_x, ylabel=roc_y)
+    pr_axis.set(title="Precision–recall curve", xlabel=pr_x, ylabel=pr_y)
     # Good ROC curves hug the top left and good PR curves the top: legends go below them.
     roc_axis.legend(loc="lower right", fontsize="small")
     pr_axis.legend(loc="lower left", fontsize="small")
@@ -106,12 +131,14 @@ def roc_and_pr_figure(curves: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figu
 
 
 def plot_roc_and_pr(
-    curves: Mapping[str, tuple[ArrayLike, ArrayLike]], out_path: str | Path
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    out_path: str | Path,
+    class_names: Sequence[str] = CLASS_NAMES,
 ) -> Path:
     """Save :func:`roc_and_pr_figure` as a PNG at ``out_path`` (suffix set to ``.png``) and a
     PDF next to it. Returns the PNG's path.
     """
-    png, _pdf = save_png_and_pdf(roc_and_pr_figure(curves), out_path)
+    png, _pdf = save_png_and_pdf(roc_and_pr_figure(curves, class_names), out_path)
     return png
 
 

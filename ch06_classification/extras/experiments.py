@@ -58,6 +58,14 @@ class Experiment:
     def folder(self) -> str:
         return f"{self.number:02d}"
 
+    @property
+    def published_weights(self) -> str:
+        """The weights of the published row: its own ``--weights`` (row 10: random), else
+        the book's pretrained ones."""
+        if "--weights" in self.options:
+            return self.options[self.options.index("--weights") + 1]
+        return "pretrained"
+
     def command(
         self, weights: str = "pretrained", token_position: str = "last", precision: str = "auto"
     ) -> list[str]:
@@ -136,7 +144,7 @@ def describe_row(
         p = row.published
         lines.append(
             f"    published: train {p.train:.2f} / val {p.validation:.2f} / test {p.test:.2f} %,"
-            f" {p.minutes:.2f} min (A100, pretrained)"
+            f" {p.minutes:.2f} min (A100, {row.published_weights} weights)"
         )
     return "\n".join(lines)
 
@@ -365,7 +373,8 @@ def _cells(summary: Mapping[str, Any]) -> list[str]:
 
 
 def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:
-    """Accuracies in percent; published: the book's train / val / test (pretrained, A100)."""
+    """Accuracies in percent; published: the book's train / val / test (on an A100, from
+    pretrained weights but row 10's)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(summary)) + " |" for summary in summaries]
     return "\n".join(lines)

@@ -17,6 +17,11 @@ single result beyond float rounding:
 The training loop is unchanged: ``PrefixCachedClassifier`` maps (cached hidden states,
 lengths) to logits, as ``GPTClassifier`` maps (token ids, lengths) to logits, and its data
 loaders draw exactly the same shuffled batches.
+
+The book's own training cell can take the same shortcut without changing a line but its
+model: ``cache_frozen_blocks(model)`` (``RowCachedClassifier``) takes the book's batches of
+token ids as they are and keeps the frozen blocks' output of each padded row the first time
+it sees it, so ``train_classifier_simple`` runs in minutes on a CPU instead of an hour.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ch06_classification.finetuning.model import first_trainable_block, position
 from ch06_classification.speed.batching import batches_by_length, pad_right
 from ch06_classification.speed.devices import autocast
 from gpt.model import GPTModel, TransformerBlock
+from gpt.tokenizer import END_OF_TEXT_ID
 
 if TYPE_CHECKING:  # pandas, which SpamDataset reads with, is no import for classifying
     from ch06_classification.dataset import SpamDataset
@@ -283,6 +289,74 @@ class PrefixCachedClassifier(nn.Module):
         else:  # only the head is trained: the cache holds the last block's output
             last = hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
         return self.model.out_head(self.model.final_norm(last))
+
+
+class RowCachedClassifier(nn.Module):
+    """The book's model for the book's loaders, computing its frozen blocks once per row.
+
+    ``train_classifier_simple(cache_frozen_blocks(model), train_loader, ...)`` trains
+    ``model`` on the book's ``(input_batch, target_batch)`` batches exactly as
+    ``train_classifier_simple(model, train_loader, ...)`` does (logits, losses and
+    gradients equal up to float rounding: ``tests/speed/test_fast_path.py``). The book's
+    loaders yield the same padded rows every epoch, and with the blocks below the first
+    trainable one frozen and dropout 0, their output for a row never changes: the first
+    time a row is seen, it is computed (``encode_prefix``) and kept in memory, keyed by
+    the row's token ids; from then on only the trainable top runs, and its last block at
+    the classified position only (``PrefixCachedClassifier``).
+
+    ``forward(input_batch, lengths=None)`` returns [batch, classes]: the logits the book
+    reads, ``model(input_batch)[:, -1, :]``, for ``token_position="last"``; those of each
+    row's last real token for ``"flexible"`` (at ``lengths - 1``, or, without ``lengths``,
+    after the tokens that are not ``pad_token_id``, as ``classification_logits`` counts
+    them); the first token's for ``"first"``. It shares its modules with ``model``: an
+    optimizer over ``model.parameters()`` trains it. Which blocks are frozen is read once,
+    here: unfreezing more of ``model`` later needs a new wrapper (the cache would be stale).
+    """
+
+    def __init__(
+        self, model: GPTModel, token_position: str = "last", pad_token_id: int = END_OF_TEXT_ID
+    ) -> None:
+        super().__init__()
+        reason = fast_path_unavailable_reason(model)
+        if reason is not None:
+            raise ValueError(f"the frozen blocks cannot be cached: {reason}")
+        self.gpt = model
+        self.token_position = token_position
+        self.pad_token_id = pad_token_id
+        self.top = PrefixCachedClassifier(model, first_trainable_block(model), token_position)
+        # The frozen blocks' output, [tokens, emb] on the model's device, for each row cut
+        # after its classified token (the causal mask hides every later token from it).
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def forward(
+        self, input_batch: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if lengths is None and self.token_position == "flexible":
+            lengths = (input_batch != self.pad_token_id).sum(dim=1)
+        positions = positions_in_batch(input_batch, lengths, self.token_position)  # (B,)
+        if self.gpt.cfg.causal:
+            rows = [row[: int(p) + 1] for row, p in zip(input_batch.cpu(), positions, strict=True)]
+        else:  # every token of the row reaches the classified one
+            rows = list(input_batch.cpu())
+        keys = [tuple(row.tolist()) for row in rows]
+        missing = {key: row for key, row in zip(keys, rows, strict=True) if key not in self.cache}
+        if missing:
+            hidden = encode_prefix(
+                self.gpt, list(missing.values()), self.top.first_block, input_batch.device
+            )
+            self.cache.update(zip(missing, hidden, strict=True))
+        # Right-padded as the rows were cut (the padding's values are never read):
+        # (B, tokens up to the last classified one, E). A copy outside inference mode, so
+        # that autograd may use it.
+        hidden = pad_right([self.cache[key] for key in keys], pad_value=0.0)
+        return self.top(hidden, positions + 1)  # the top reads position (lengths - 1)
+
+
+def cache_frozen_blocks(model: GPTModel, token_position: str = "last") -> RowCachedClassifier:
+    """``model`` for the book's ``train_classifier_simple`` and ``calc_*`` functions, with its
+    frozen blocks computed once per distinct row instead of on every step: the book's
+    numbers, in minutes on a CPU (see ``RowCachedClassifier``)."""
+    return RowCachedClassifier(model, token_position)
 
 
 class PrefixFeatures(Dataset):

@@ -162,26 +162,101 @@ def _check_replaceable(run_dir: Path, overwrite: bool) -> None:
         raise UserFacingError(problem)
 
 
-def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
-    """The most recent run folder that holds a finished checkpoint."""
+def finished_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> list[Path]:
+    """The run folders of ``runs_dir`` that hold a finished checkpoint, oldest first."""
     runs_dir = Path(runs_dir)
     tidy_runs(runs_dir)
-    finished = sorted(
+    return sorted(
         (path.parent for path in runs_dir.glob(f"*/{CHECKPOINT_NAME}")),
         key=lambda run: (run / CHECKPOINT_NAME).stat().st_mtime,
     )
+
+
+def _no_run_error(runs_dir: str | Path) -> UserFacingError:
+    return UserFacingError(
+        f"no trained model in {runs_dir}/: run `gpt-spam train` (scripts/03_train.py) "
+        "first, or pass --run-dir/--checkpoint"
+    )
+
+
+def latest_run_dir(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The most recent run folder that holds a finished checkpoint."""
+    finished = finished_runs(runs_dir)
     if not finished:
-        raise UserFacingError(
-            f"no trained model in {runs_dir}/: run `gpt-spam train` (scripts/03_train.py) "
-            "first, or pass --run-dir/--checkpoint"
-        )
+        raise _no_run_error(runs_dir)
     return finished[-1]
 
 
-def find_run(path: str | Path | None, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
-    """The run named by ``--run-dir`` (a run folder or its checkpoint file), or the latest."""
+def trained_on(run_dir: str | Path) -> str | None:
+    """The data folder a run was trained on, as its settings recorded it (``metrics.json``);
+    None if the run does not say."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        settings = read_json(path).get("settings") if file_exists(path) else None
+    except (FileReadError, AttributeError):  # unreadable, or not an object: it does not say
+        return None
+    data_dir = settings.get("data_dir") if isinstance(settings, dict) else None
+    return data_dir if isinstance(data_dir, str) else None
+
+
+@dataclass(frozen=True)
+class DefaultRun:
+    """The run a step uses when the user names none (:func:`default_run`)."""
+
+    path: Path
+    data_dir: Path  # the data folder the user's step is about
+    trained_data_dir: str | None  # the data folder the run was trained on, if it says
+
+    @property
+    def matches(self) -> bool:
+        return self.trained_data_dir is not None and same_folder(
+            self.trained_data_dir, self.data_dir
+        )
+
+    def describe(self) -> str:
+        """E.g. ``runs/20261203-101500/, the latest run trained on data/``."""
+        if self.matches:
+            return f"{self.path}/, the latest run trained on {self.data_dir}/"
+        if self.trained_data_dir is None:
+            this_one = "this one does not say what it was trained on"
+        else:
+            this_one = f"this one was trained on {Path(self.trained_data_dir)}/"
+        return (
+            f"{self.path}/, the latest run (none in {self.path.parent}/ was trained on "
+            f"{self.data_dir}/; {this_one})"
+        )
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def default_run(data_dir: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> DefaultRun:
+    """The run ``classify`` and ``evaluate`` use without ``--run-dir``: the latest finished
+    run trained on ``data_dir``, else the latest finished run (whose description says so).
+
+    A run of your own CSV (``split --csv ... --data-dir data/tickets``) is not what a plain
+    ``classify`` of an SMS should answer with, though it may be the latest.
+    """
+    finished = finished_runs(runs_dir)
+    if not finished:
+        raise _no_run_error(runs_dir)
+    for run in reversed(finished):
+        data = trained_on(run)
+        if data is not None and same_folder(data, data_dir):
+            return DefaultRun(run, Path(data_dir), data)
+    return DefaultRun(finished[-1], Path(data_dir), trained_on(finished[-1]))
+
+
+def find_run(
+    path: str | Path | None,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    data_dir: str | Path = "data",
+) -> Path:
+    """The run named by ``--run-dir`` (a run folder or its checkpoint file), or the default
+    one for ``data_dir`` (:func:`default_run`)."""
     if path is None:
-        return latest_run_dir(runs_dir)
+        return default_run(data_dir, runs_dir).path
     path = Path(path)
     if not path.exists():
         raise UserFacingError(f"--run-dir {path} does not exist")

@@ -78,14 +78,42 @@ def test_a_message_is_classified_with_the_latest_run(
     result = gpt_spam("classify", message, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    # The user named no run: stderr says which one answered (stdout stays the results).
+    # The user named no run: stderr says which one answered, and its classes, in one line
+    # before anything else (stdout stays the results). This one does not say what it was
+    # trained on, so it is not known to be a run of data/.
     assert result.stderr == (
-        "gpt-spam classify: using the latest run, runs/20260101-000000/ "
-        "(gpt2-small from random weights, last_block trained)\n"
+        "gpt-spam classify: using runs/20260101-000000/, the latest run (none in runs/ was "
+        "trained on data/; this one does not say what it was trained on) (classes: ham, "
+        "spam; gpt2-small from random weights, last_block trained)\n"
     )
     [(label, probability, text)] = parse(result.stdout.splitlines())
     assert (label, text) == (classifier.predict(message), message)
     assert probability == pytest.approx(classifier.predict_proba(message)[0, 1], abs=5e-4)
+
+
+def test_without_a_run_dir_the_latest_run_of_the_data_folder_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A run of your own CSV, trained last, does not answer a plain `classify` of an SMS:
+    the latest run trained on data/ (or on --data-dir) does."""
+    from ch06_classification.storage.datafiles import id2label
+
+    monkeypatch.chdir(tmp_path)
+    for name, data_dir, hours_ago in (("sms", "data", 2), ("tickets", "data/tickets", 1)):
+        checkpoint = write_tiny_checkpoint(tmp_path / "runs" / name)
+        metrics = {"id2label": id2label(("ham", "spam")), "settings": {"data_dir": data_dir}}
+        (checkpoint.parent / "metrics.json").write_text(json.dumps(metrics))
+        stamp = 1_800_000_000 - 3600 * hours_ago
+        os.utime(checkpoint, (stamp, stamp))
+
+    status, _, err = classify(capsys, MESSAGES[0])
+    assert status == 0
+    assert err[0].startswith(
+        "gpt-spam classify: using runs/sms/, the latest run trained on data/ (classes: ham, spam;"
+    )
+    status, _, err = classify(capsys, "--data-dir", "data/tickets", MESSAGES[0])
+    assert status == 0
+    assert err[0].startswith("gpt-spam classify: using runs/tickets/, the latest run trained on")
 
 
 def test_standard_input_with_invalid_utf8_as_json(

@@ -181,6 +181,24 @@ def test_pr_line_is_drawn_as_steps_whose_area_is_the_average_precision():
     assert -np.sum(np.diff(recall) * precision[:-1]) == pytest.approx(0.775)
 
 
+@pytest.mark.parametrize(
+    ("class_names", "words"),
+    [
+        (("ham", "spam"), ["real messages flagged", "spam caught", "flagged that are spam"]),
+        (("neg", "pos"), ["neg taken for pos", "pos found", "of those taken for pos"]),
+        (("billing", "login", "shipping"), ["one vs rest"]),
+    ],
+)
+def test_the_axes_speak_of_the_runs_classes(class_names, words):
+    fig = roc_and_pr_figure({"test": (Y_TRUE, PROBS)}, class_names)
+    labels = " | ".join(
+        text for axis in fig.axes for text in (axis.get_xlabel(), axis.get_ylabel())
+    )
+    assert all(word in labels for word in words), labels
+    if "spam" not in class_names:  # no run but the SMS one is said to catch spam
+        assert "spam" not in labels and "real messages" not in labels, labels
+
+
 def test_roc_and_pr_of_nothing_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         roc_and_pr_figure({})

@@ -150,7 +150,11 @@ def test_list_and_bad_rows_from_the_command_line(tmp_path):
     assert "gpt-spam train --token-position last --no-padding --accumulation-steps 8" in (
         listed.stdout
     )
-    assert "published: train 96.63 / val 99.33 / test 95.00 %, 0.28 min" in listed.stdout
+    assert "test 95.00 %, 0.28 min (A100, pretrained weights)" in listed.stdout
+    # Row 10 is the published row trained from random weights, and says so.
+    row_10 = listed.stdout.split("\n\n")[9]
+    assert row_10.startswith("10  random weights, all layers")
+    assert row_10.endswith("test 93.67 %, 0.69 min (A100, random weights)"), row_10
     assert "21  baseline: majority class" in listed.stdout
     bad = gpt_spam("experiments", "--rows", "1,18", cwd=tmp_path)
     assert bad.returncode == 2 and "expected row numbers among" in bad.stderr

@@ -48,7 +48,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build_app(*arguments: str | Path) -> FastAPI:
     """The app `gpt-spam serve ARGUMENTS` serves (on the CPU), built as the command builds it."""
     args = build_parser().parse_args(["serve", "--device", "cpu", *map(str, arguments)])
-    checkpoint, info, threshold = serve.find_trained_run(args)
+    checkpoint, info, threshold, _ = serve.find_trained_run(args)
     return serve.build_app(args, checkpoint, info, threshold, version="test")
 
 

@@ -286,6 +286,7 @@ def test_three_classes_split_train_evaluate_classify(
 
     assert main(["evaluate", *data, "--run-dir", "run"]) == 0
     out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Evaluating run/ (classes: billing, login, shipping)"
     assert "macro F1" in out and "shipping: recall" in out
     assert "true \\ predicted  billing  login  shipping" in out
     evaluation = json.loads((tmp_path / "run" / "evaluation-tickets.json").read_text())

@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from ch06_classification.classifier import add_classification_head
+from ch06_classification.dataset import SpamDataset
 from ch06_classification.finetuning.finetune import TrainingSettings, choose_path
 from ch06_classification.finetuning.loaders import create_data_loaders
 from ch06_classification.finetuning.loop import make_optimizer
@@ -15,13 +17,19 @@ from ch06_classification.finetuning.model import GPTClassifier, freeze_for_class
 from ch06_classification.speed.fast_path import (
     ClassifiedTokenClassifier,
     PrefixCachedClassifier,
+    RowCachedClassifier,
+    cache_frozen_blocks,
     classified_sequences,
     encode_prefix,
     fast_path_unavailable_reason,
     last_position_block,
     prepare_fast_path,
 )
-from ch06_classification.training import calc_accuracy_loader, calc_loss_batch
+from ch06_classification.training import (
+    calc_accuracy_loader,
+    calc_loss_batch,
+    train_classifier_simple,
+)
 from gpt.config import GPTConfig
 from gpt.errors import UserFacingError
 from gpt.model import GPTModel, TransformerBlock
@@ -278,3 +286,89 @@ def test_fast_path_trains_like_the_books_way(small_data_dir, options):
         torch.testing.assert_close(
             fast.model.state_dict()[name], value, rtol=0, atol=4 * settings.lr
         )
+
+
+# --- The book's training cell on a CPU: the book's model and loaders, frozen blocks cached ---
+
+
+def book_loaders(data_dir, tokenizer, with_lengths: bool = False):
+    """The book's DataLoaders of section 6.3 (fixed padding; shuffled by the global seed)."""
+    train = SpamDataset(data_dir / "train.csv", tokenizer, with_lengths=with_lengths)
+    validation = SpamDataset(
+        data_dir / "validation.csv", tokenizer, train.max_length, with_lengths=with_lengths
+    )
+    return (
+        DataLoader(train, batch_size=8, shuffle=True, drop_last=True),
+        DataLoader(validation, batch_size=8),
+    )
+
+
+# The two compute the same sums in another order (the last block at one position, its key
+# projection folded into the query), so they agree to float32 rounding, not bit for bit.
+CLOSE = {"rtol": 0, "atol": 1e-5}
+
+
+@pytest.mark.parametrize("trainable_layers", ["last_layer", "last_block", "last_two_blocks"])
+def test_row_cache_gives_the_books_logits(data_dir, tokenizer, trainable_layers):
+    model = tiny_model(trainable_layers).eval()
+    cached = cache_frozen_blocks(model)
+    _, validation = book_loaders(data_dir, tokenizer)
+    with torch.no_grad():
+        for _ in range(2):  # computed, then read from the cache
+            for input_batch, _ in validation:
+                expected = model(input_batch)[:, -1, :]  # the book's reading
+                torch.testing.assert_close(cached(input_batch), expected, **CLOSE)
+    assert len(cached.cache) == len({tuple(row) for row in validation.dataset.encoded_texts})
+
+
+def test_row_cache_reads_the_last_real_token_when_flexible(data_dir, tokenizer):
+    model = tiny_model().eval()
+    cached = cache_frozen_blocks(model, token_position="flexible")
+    _, validation = book_loaders(data_dir, tokenizer, with_lengths=True)
+    reference = GPTClassifier(model, "flexible")
+    with torch.no_grad():
+        for input_batch, _, lengths in validation:
+            expected = reference(input_batch, lengths)
+            torch.testing.assert_close(cached(input_batch, lengths), expected, **CLOSE)
+            # Without lengths, the real tokens are those that are not padding.
+            torch.testing.assert_close(cached(input_batch), expected, **CLOSE)
+    # Only the real tokens are computed and kept: the padding after them is never read.
+    assert {len(hidden) for hidden in cached.cache.values()} <= set(
+        validation.dataset.lengths.tolist()
+    )
+
+
+def test_train_classifier_simple_on_the_row_cache_matches_the_book(data_dir, tokenizer):
+    """The book's training cell, once with the book's model and once with its frozen blocks
+    cached: the same five lists, and the same weights after."""
+    device = torch.device("cpu")
+    histories, models = [], []
+    for wrap in (lambda model: model, cache_frozen_blocks):
+        model = tiny_model()
+        torch.manual_seed(123)  # the book's loaders shuffle with the global generator
+        train_loader, val_loader = book_loaders(data_dir, tokenizer)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+        history = train_classifier_simple(
+            wrap(model), train_loader, val_loader, optimizer, device,
+            num_epochs=3, eval_freq=5, eval_iter=2,
+        )  # fmt: skip
+        histories.append(list(history))
+        models.append(model)
+    (book_train, book_val, book_train_accs, book_val_accs, book_seen) = histories[0]
+    (train, val, train_accs, val_accs, seen) = histories[1]
+    assert len(train) == len(book_train) > 3
+    torch.testing.assert_close(train, book_train, **CLOSE)
+    torch.testing.assert_close(val, book_val, **CLOSE)
+    # Accuracies count argmaxes: logits 1e-5 apart give the same ones.
+    assert (train_accs, val_accs, seen) == (book_train_accs, book_val_accs, book_seen)
+    # As in test_fast_path_trains_like_the_books_way: AdamW may move a parameter with an
+    # exactly-zero gradient (the key bias) by up to lr per step on float rounding.
+    for name, value in models[0].state_dict().items():
+        torch.testing.assert_close(models[1].state_dict()[name], value, rtol=0, atol=2e-3)
+
+
+def test_row_cache_refuses_what_it_cannot_cache():
+    with pytest.raises(ValueError, match="dropout"):
+        RowCachedClassifier(tiny_model(drop_rate=0.1))
+    with pytest.raises(ValueError, match="embeddings are trainable"):
+        cache_frozen_blocks(tiny_model("all"))

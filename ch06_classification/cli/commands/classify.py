@@ -57,15 +57,17 @@ from ch06_classification.cli.options import (
     add_classifying_options,
     add_device_option,
     add_precision_option,
+    add_run_data_dir_option,
     add_run_dir_option,
 )
 from ch06_classification.cli.streams import CHUNK_SIZE, chunks
-from ch06_classification.storage.printable import one_line
+from ch06_classification.storage.printable import listed, one_line
 from gpt.errors import UserFacingError
 
 if TYPE_CHECKING:
     from ch06_classification.classifying.spam_classifier import SpamClassifier
     from ch06_classification.storage.checkpoint import ClassifierInfo
+    from ch06_classification.storage.runs import DefaultRun
 
 PROG = "gpt-spam classify"
 DEFAULT_COLUMN = "Text"  # the column of the split CSVs, so they can be classified as they are
@@ -122,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the column of the .csv file that holds the messages (default: {DEFAULT_COLUMN})",
     )
     add_run_dir_option(parser)
+    add_run_data_dir_option(parser)
     add_classifying_options(parser)
     add_base_weights_option(parser)
     parser.add_argument(
@@ -150,13 +153,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    checkpoint, info, threshold = find_trained_run(args)
+    checkpoint, info, threshold, chosen = find_trained_run(args)
     if sys.stdout is None:  # started with stdout closed (`>&-`): Python gives None
         raise UserFacingError("standard output is closed: there is nowhere to print results")
-    if args.run_dir is None:  # say which run answers, since the user did not name one
-        print(
-            f"{PROG}: using the latest run, {checkpoint}/ ({describe_run(info)})", file=sys.stderr
-        )
+    if chosen is not None:  # say which run answers, since the user did not name one
+        print(f"{PROG}: using {chosen.describe()} ({describe_run(info)})", file=sys.stderr)
     messages = read_messages(args)  # lazily, for a file or standard input
     classifier = load_classifier(args, checkpoint)
     run_dir = checkpoint.parent if checkpoint.is_file() else checkpoint
@@ -170,21 +171,25 @@ def run(args: argparse.Namespace) -> int:
     return 1 if session.refused else 0
 
 
-def find_trained_run(args: argparse.Namespace) -> tuple[Path, ClassifierInfo, float | None]:
-    """The checkpoint of the run ``--run-dir`` names (or of the latest run), what it
-    describes, and the threshold to decide at (None: more than two classes). Everything
-    that can be refused is refused here, before the model is loaded. ``serve`` finds its
-    run the same way."""
+def find_trained_run(
+    args: argparse.Namespace,
+) -> tuple[Path, ClassifierInfo, float | None, DefaultRun | None]:
+    """The checkpoint of the run ``--run-dir`` names (or, without it, of the latest run
+    trained on ``--data-dir``, else the latest run), what it describes, the threshold to
+    decide at (None: more than two classes), and the run chosen for the user (None: they
+    named it). Everything that can be refused is refused here, before the model is
+    loaded. ``serve`` finds its run the same way."""
     # Imported when this runs: gpt-spam builds every step's parser at start (cold start).
     from ch06_classification.classifying.spam_classifier import resolve_threshold
     from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.storage.checkpoint import read_classifier_info
-    from ch06_classification.storage.runs import find_run
+    from ch06_classification.storage.runs import default_run, find_run
 
-    require(run_problem(args.run_dir), tokenizer_problem())
-    checkpoint = find_run(args.run_dir)
+    require(run_problem(args.run_dir, args.data_dir), tokenizer_problem())
+    chosen = default_run(args.data_dir) if args.run_dir is None else None
+    checkpoint = find_run(args.run_dir) if chosen is None else chosen.path
     info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
-    return checkpoint, info, resolve_threshold(info.labels, args.threshold)
+    return checkpoint, info, resolve_threshold(info.labels, args.threshold), chosen
 
 
 def load_classifier(args: argparse.Namespace, checkpoint: Path) -> SpamClassifier:
@@ -289,8 +294,11 @@ class Classification:
 
 
 def describe_run(info) -> str:
-    """E.g. ``gpt2-small from pretrained weights, last_block trained``."""
-    return f"{info.model_preset} from {info.weights} weights, {info.trainable_layers} trained"
+    """E.g. ``classes: ham, spam; gpt2-small from pretrained weights, last_block trained``."""
+    return (
+        f"classes: {listed(info.labels)}; "
+        f"{info.model_preset} from {info.weights} weights, {info.trainable_layers} trained"
+    )
 
 
 # --- Reading the messages ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from ch06_classification.cli.options import (
     add_precision_option,
     add_run_dir_option,
 )
+from ch06_classification.storage.printable import listed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,22 +55,25 @@ def run(args: argparse.Namespace) -> int:
     )
     from ch06_classification.evaluating.evaluation import evaluate_run, evaluated_problem
     from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
-    from ch06_classification.storage.runs import find_run
+    from ch06_classification.storage.runs import default_run, find_run
     from ch06_classification.storage.safe_files import ensure_writable_folder, folder_lock
 
     require(
-        run_problem(args.run_dir),
+        run_problem(args.run_dir, args.data_dir),
         splits_problem(args.data_dir),
         tokenizer_problem(),
     )
-    run_dir = find_run(args.run_dir)
+    chosen = default_run(args.data_dir) if args.run_dir is None else None
+    run_dir = find_run(args.run_dir) if chosen is None else chosen.path
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
-    threshold = resolve_threshold(read_classifier_info(checkpoint).labels, args.threshold)
+    labels = read_classifier_info(checkpoint).labels
+    threshold = resolve_threshold(labels, args.threshold)
     require(evaluated_problem(run_dir, args.data_dir, threshold, args.overwrite))
     folder = run_dir.parent if run_dir.is_file() else run_dir  # --run-dir may name the file
     ensure_writable_folder(folder)  # before the work, not after it
     with folder_lock(folder):  # no training or other evaluation may write there meanwhile
-        print(f"Evaluating {run_dir}/")
+        named = f"{run_dir}/" if chosen is None else chosen.describe()
+        print(f"Evaluating {named} (classes: {listed(labels)})")
         evaluate_run(
             run_dir,
             args.data_dir,

@@ -118,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
         save_checkpoints=args.save_checkpoints,
         token_position=args.token_position,
     )
-    print(f"\nEvery finished row in {out_dir}/ (accuracy in %; published: pretrained, A100):\n")
+    print(
+        f"\nEvery finished row in {out_dir}/ (accuracy in %; published: the book's, on an "
+        "A100, from pretrained weights but row 10's):\n"
+    )
     print(markdown_table(summaries))
     print(f"\nSaved table.md, table.csv and table.json in {out_dir}/")
     return 0

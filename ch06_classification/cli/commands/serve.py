@@ -25,6 +25,7 @@ from ch06_classification.cli.options import (
     add_classifying_options,
     add_device_option,
     add_precision_option,
+    add_run_data_dir_option,
     add_run_dir_option,
     number_in_range,
     positive_int,
@@ -74,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_dir_option(parser)
+    add_run_data_dir_option(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -142,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
     require(serve_extra_problem())
     sock = listen(args.host, args.port)  # first: a port already taken is said at once
     try:
-        checkpoint, info, threshold = find_trained_run(args)
+        checkpoint, info, threshold, chosen = find_trained_run(args)
         app = build_app(args, checkpoint, info, threshold, package_version())
-        say(f"serving {checkpoint} ({describe_run(info)}) at {url_of(sock)}")
+        named = checkpoint if chosen is None else chosen.describe()
+        say(f"serving {named} ({describe_run(info)}) at {url_of(sock)}")
         if args.host not in LOOPBACK:
             say(
                 f"warning: --host {args.host} makes it reachable from other machines, and "
