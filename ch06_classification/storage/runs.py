@@ -248,6 +248,17 @@ def default_run(data_dir: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR) -
     return DefaultRun(finished[-1], Path(data_dir), trained_on(finished[-1]))
 
 
+def choose_run(
+    path: str | Path | None, data_dir: str | Path, runs_dir: str | Path = DEFAULT_RUNS_DIR
+) -> tuple[Path, DefaultRun | None]:
+    """The run ``--run-dir`` names (then None), or the default one for ``data_dir`` with how
+    it was chosen (:func:`default_run`), for the step to say which run it uses."""
+    if path is None:
+        chosen = default_run(data_dir, runs_dir)
+        return chosen.path, chosen
+    return find_run(path, runs_dir), None
+
+
 def find_run(
     path: str | Path | None,
     runs_dir: str | Path = DEFAULT_RUNS_DIR,

@@ -183,11 +183,10 @@ def find_trained_run(
     from ch06_classification.classifying.spam_classifier import resolve_threshold
     from ch06_classification.cli.prerequisites import require, run_problem, tokenizer_problem
     from ch06_classification.storage.checkpoint import read_classifier_info
-    from ch06_classification.storage.runs import default_run, find_run
+    from ch06_classification.storage.runs import choose_run
 
     require(run_problem(args.run_dir, args.data_dir), tokenizer_problem())
-    chosen = default_run(args.data_dir) if args.run_dir is None else None
-    checkpoint = find_run(args.run_dir) if chosen is None else chosen.path
+    checkpoint, chosen = choose_run(args.run_dir, args.data_dir)
     info = read_classifier_info(checkpoint)  # a damaged file fails before input is read
     return checkpoint, info, resolve_threshold(info.labels, args.threshold), chosen
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from ch06_classification.evaluating.evaluation import evaluate_run, evaluated_problem
     from ch06_classification.storage.checkpoint import CHECKPOINT_NAME, read_classifier_info
-    from ch06_classification.storage.runs import default_run, find_run
+    from ch06_classification.storage.runs import choose_run
     from ch06_classification.storage.safe_files import ensure_writable_folder, folder_lock
 
     require(
@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         splits_problem(args.data_dir),
         tokenizer_problem(),
     )
-    chosen = default_run(args.data_dir) if args.run_dir is None else None
-    run_dir = find_run(args.run_dir) if chosen is None else chosen.path
+    run_dir, chosen = choose_run(args.run_dir, args.data_dir)
     checkpoint = run_dir if run_dir.is_file() else run_dir / CHECKPOINT_NAME
     labels = read_classifier_info(checkpoint).labels
     threshold = resolve_threshold(labels, args.threshold)
